@@ -1,0 +1,1 @@
+"""tiny-llama seed server: a naive OpenAI-compatible HTTP server over HF Transformers (run ``python -m server``)."""

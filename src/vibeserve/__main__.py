@@ -1,0 +1,3 @@
+from vibeserve.cli import main
+
+main()

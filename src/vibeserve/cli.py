@@ -1,0 +1,197 @@
+"""The ``vibeserve`` command line: wires target, store, policy, harnesses and loop together."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vibeserve.errors import RunNotFound, VibeserveError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs live.", envvar="VIBESERVE_RUNS")]
+
+
+def _run_dir(runs_dir: Path, run_id: str | None) -> Path:
+    if run_id is None:
+        runs = sorted((p for p in runs_dir.glob("*/run.db")), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise RunNotFound(f"no runs in {runs_dir}; start one with `vibeserve run TARGET`")
+        return runs[-1].parent
+    path = runs_dir / run_id
+    if not (path / "run.db").is_file():
+        known = ", ".join(sorted(p.parent.name for p in runs_dir.glob("*/run.db"))[-5:]) or "none"
+        raise RunNotFound(f"no run {run_id!r} in {runs_dir} (runs there: {known})")
+    return path
+
+
+@app.command()
+def init(directory: Path) -> None:
+    """Write a small working target into DIRECTORY to edit into your own."""
+    from vibeserve.target.scaffold import write_target
+
+    write_target(directory)
+    console.print(f"wrote a target to {directory}; check it with `vibeserve validate {directory}`")
+
+
+@app.command()
+def validate(target: Path) -> None:
+    """Check TARGET: schema, paths, placeholders, reference, checker and benchmark on the seed."""
+    from vibeserve.target.validate import validate_target
+
+    validate_target(target, log=console.print)
+    console.print(f"[green]{target} is a valid target[/green]")
+
+
+def _load_run_config(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise VibeserveError(f"{path}: cannot read the run config: {e}") from None
+
+
+@app.command()
+def run(
+    target: Path,
+    runs_dir: RunsDir = Path("runs"),
+    run_id: Annotated[str | None, typer.Option(help="Name of the run (default: time and target).")] = None,
+    harness: Annotated[str | None, typer.Option(help="Harness for every role: scripted.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for every role.")] = None,
+    trajectory: Annotated[Path | None, typer.Option(help="Folder of a scripted trajectory.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Rounds to run (overrides [budget].rounds).")] = None,
+    policy: Annotated[str | None, typer.Option(help="Outer-loop policy: issue-tracker.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+) -> None:
+    """Start a new run on TARGET."""
+    from vibeserve.loop.engine import RunConfig, create_run
+    from vibeserve.target.spec import load_target
+
+    spec = load_target(target).spec
+    data = _load_run_config(config)
+    data.setdefault("run_id", run_id or time.strftime("%Y%m%d-%H%M%S-") + spec.name)
+    data["target"] = str(target)
+    for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("policy", policy)):
+        if value is not None:
+            data[key] = value
+    if trajectory is not None:
+        data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", data["run_id"]):
+        raise VibeserveError(f"run id {data['run_id']!r}: use letters, digits, '.', '_' and '-'")
+    try:
+        cfg = RunConfig.model_validate(data)
+    except Exception as e:  # pydantic's message names the key
+        raise VibeserveError(f"run config: {e}") from None
+    run_dir = create_run(runs_dir, cfg)
+    console.print(f"run [bold]{cfg.run_id}[/bold] in {run_dir}")
+    _drive(run_dir, report)
+
+
+@app.command()
+def resume(run_id: str, runs_dir: RunsDir = Path("runs"), report: bool = True) -> None:
+    """Continue RUN_ID after a crash or a kill, from its last finished step."""
+    _drive(_run_dir(runs_dir, run_id), report)
+
+
+def _drive(run_dir: Path, write_report: bool) -> None:
+    from vibeserve.loop.engine import Engine
+
+    engine = Engine(run_dir, progress=lambda s: console.print(s))
+    try:
+        engine.run()
+    finally:
+        if write_report:
+            from vibeserve.report import write_report as render
+
+            index = render(engine.store, run_dir / "report")
+            console.print(f"report: {index.parent / 'summary.md'}")
+        _print_status(engine.store)
+        engine.store.close()
+
+
+@app.command()
+def status(run_id: Annotated[str | None, typer.Argument()] = None, runs_dir: RunsDir = Path("runs")) -> None:
+    """Show a run's rounds, best metric and costs (the newest run if none is named)."""
+    from vibeserve.store import RunStore
+
+    store = RunStore.open(_run_dir(runs_dir, run_id))
+    try:
+        _print_status(store)
+    finally:
+        store.close()
+
+
+def _print_status(store) -> None:
+    import json
+
+    run = store.run()
+    bench = json.loads(run["config"]).get("benchmark", {})
+    unit = bench.get("unit", "")
+    table = Table(title=f"run {run['id']} ({run['status']}{': ' + run['stop_reason'] if run['stop_reason'] else ''})")
+    for col in ("round", "status", "task", "candidate", bench.get("metric", "metric"), "attempts", "reason"):
+        table.add_column(col)
+    for r in store.rounds():
+        task = json.loads(r["task"]) if r["task"] else {}
+        result = json.loads(r["result"]) if r["result"] else {}
+        table.add_row(
+            str(r["round"]), r["status"], (task.get("title") or "")[:40], (r["candidate"] or "")[:10],
+            "-" if r["metric"] is None else f"{r['metric']:.4g}", str(r["attempts"]),
+            (result.get("reason") or "").splitlines()[0][:60] if result.get("reason") else "",
+        )
+    console.print(table)
+    calls = store.agent_calls()
+    console.print(
+        f"baseline {_fmt(run['baseline_metric'])} {unit}, best {_fmt(run['best_metric'])} {unit} "
+        f"at {(run['best_commit'] or '-')[:10]}; {len(calls)} agent calls, ${store.total_cost():.2f}"
+    )
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+@app.command()
+def report(run_id: Annotated[str | None, typer.Argument()] = None, runs_dir: RunsDir = Path("runs")) -> None:
+    """Write RUN's report: summary.md, trajectory.png and index.html under runs/<id>/report/."""
+    from vibeserve.report import write_report
+    from vibeserve.store import RunStore
+
+    run_dir = _run_dir(runs_dir, run_id)
+    store = RunStore.open(run_dir)
+    try:
+        index = write_report(store, run_dir / "report")
+    finally:
+        store.close()
+    console.print(f"wrote {index.parent}/summary.md, trajectory.png and index.html")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except VibeserveError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except (typer.BadParameter, typer.Exit) as e:
+        if isinstance(e, typer.Exit):
+            sys.exit(e.exit_code)
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted; continue with `vibeserve resume RUN`")
+        sys.exit(130)

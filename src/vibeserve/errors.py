@@ -1,0 +1,40 @@
+"""Errors a user can cause. The CLI prints their message without a traceback and exits non-zero."""
+
+from __future__ import annotations
+
+
+class VibeserveError(Exception):
+    """Base of every error whose message tells the user what to fix."""
+
+    exit_code = 2
+
+
+class TargetError(VibeserveError):
+    """The target directory or its target.toml is wrong; the message names file, key and expectation."""
+
+    def __init__(self, file: str, key: str, problem: str):
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+class StoreError(VibeserveError):
+    """The run store cannot be opened or does not fit this version; it is never overwritten."""
+
+
+class RunNotFound(VibeserveError):
+    """A run id that names no run."""
+
+
+class SandboxError(VibeserveError):
+    """The sandbox could not be set up; the run stops unless --sandbox none was chosen."""
+
+
+class HarnessError(VibeserveError):
+    """A harness cannot start (missing binary, bad config)."""
+
+
+class BudgetExceeded(VibeserveError):
+    """The next agent call would pass a budget cap."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""The loop: ``engine`` (outer loop) and ``round`` (inner loop)."""

@@ -1,0 +1,295 @@
+"""The outer loop: set up a run, measure the seed, then ask the policy for a task each round until a budget ends it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
+from vibeserve.gates import is_gain
+from vibeserve.harness import make_harness
+from vibeserve.loop.agents import AgentFailed, AgentRunner
+from vibeserve.loop.round import RoundEnv, run_gates, run_round
+from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.policies import make_policy
+from vibeserve.process import group_alive, kill_group
+from vibeserve.store import RunStore
+from vibeserve.target.manifest import build_manifest, diff_manifest, fingerprint
+from vibeserve.target.spec import load_target
+from vibeserve.types import GateName, Role, RoundResult, RoundStatus, Task
+from vibeserve.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class RoleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    harness: str | None = None
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(BaseModel):
+    """How a run was asked for; stored with the run so ``resume`` rebuilds the same parts."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    target: str
+    policy: str = "issue-tracker"
+    harness: str = "scripted"
+    harness_options: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+    roles: dict[Role, RoleConfig] = Field(default_factory=dict)
+    rounds: int | None = None  # overrides [budget].rounds
+    schema_retries: int = Field(default=2, ge=0)
+    benchmark: dict[str, Any] = Field(default_factory=dict)  # metric, direction, unit: for reports
+    peers: list[dict[str, Any]] = Field(default_factory=list)  # [{name, metric}]: lines on the trajectory plot
+
+
+class StopRun(Exception):
+    """The run ends here, for the reason given; nothing recorded is lost."""
+
+
+def create_run(runs_dir: Path, config: RunConfig) -> Path:
+    """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
+    target = load_target(config.target)
+    run_dir = runs_dir / config.run_id
+    ensure_artifacts(target, run_dir / "logs")
+    config = config.model_copy(update={
+        "target": str(target.root),
+        "benchmark": {k: getattr(target.spec.benchmark, k) for k in ("metric", "direction", "unit")},
+    })
+    store = RunStore.create(run_dir)
+    store.init_run(config.run_id, str(target.root), config.policy, config.model_dump(mode="json"),
+                   build_manifest(target))
+    store.close()
+    return run_dir
+
+
+class Engine:
+    """Drives one run from its store; ``run()`` is the same call for a new run and for ``resume``."""
+
+    def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None):
+        self.dir = run_dir
+        self.store = RunStore.open(run_dir)
+        row = self.store.run()
+        self.config = RunConfig.model_validate(json.loads(row["config"]))
+        self.target = load_target(self.config.target)
+        self.manifest = json.loads(row["manifest"])
+        self.progress = progress or (lambda s: None)
+        self.workspace = Workspace(run_dir)
+        self.policy = make_policy(self.config.policy, self.store)
+        budget = self.target.spec.budget
+        harnesses, models = {}, {}
+        for role in Role:
+            rc = self.config.roles.get(role, RoleConfig())
+            options = {**self.config.harness_options, **rc.options}
+            harnesses[role] = make_harness(rc.harness or self.config.harness, **options)
+            models[role] = rc.model or self.config.model
+        for h in {id(h): h for h in harnesses.values()}.values():
+            h.check()  # a missing CLI or unreadable script is an error now, before any round
+        self.agents = AgentRunner(
+            self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
+            self.config.schema_retries,
+            on_call=lambda key, role, r: self.progress(f"  {key}: {r.exit_reason} in {r.wall_s:.1f}s"),
+        )
+
+    # -- checks --------------------------------------------------------------------------------------
+    def check_manifest(self, full: bool) -> None:
+        current = build_manifest(self.target) if full else None
+        if current is not None and current != self.manifest:
+            changes = diff_manifest(self.manifest, current)
+            raise TargetError(str(self.target.root), "artifacts",
+                              "the target's files changed since the run started (" + "; ".join(changes[:5]) +
+                              "); restore them or start a new run")
+        self._fingerprint = fingerprint(self.target) if full else self._fingerprint
+        if not full and fingerprint(self.target) != self._fingerprint:
+            self.check_manifest(full=True)
+
+    def kill_leftovers(self) -> None:
+        """Process groups a killed run left behind (a server mid-gate) are stopped before anything starts."""
+        for row in self.store.processes():
+            if group_alive(row["pgid"]):
+                log.warning("stopping leftover process group %s (%s)", row["pgid"], row["what"])
+                kill_group(row["pgid"])
+            self.store.remove_process(row["pgid"])
+
+    # -- the run -------------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run (or continue) to the end; returns the stop reason."""
+        started = time.monotonic() - (self._elapsed_before())
+        self.check_manifest(full=True)
+        self.kill_leftovers()
+        ensure_artifacts(self.target, self.dir / "logs")
+        self.store.update_run(status="running", stop_reason="")
+        try:
+            self._baseline()
+            reason = self._rounds(started)
+        except (StopRun, BudgetExceeded) as e:
+            reason = str(e)
+        except VibeserveError as e:
+            self.store.update_run(status="failed", stop_reason=str(e), finished_at=time.time())
+            raise
+        self.store.update_run(status="finished", stop_reason=reason, finished_at=time.time())
+        self.progress(f"run finished: {reason}")
+        return reason
+
+    def _elapsed_before(self) -> float:
+        # Wall-clock budget counts the time of earlier sessions of this run too.
+        rounds = self.store.rounds()
+        return sum((r["finished_at"] or time.time()) - r["started_at"] for r in rounds)
+
+    def _env(self, n: int) -> RoundEnv:
+        return RoundEnv(
+            target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
+            logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
+            prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
+            progress=self.progress,
+        )
+
+    def _baseline(self) -> None:
+        """Round 0: the seed deliverable through the same gates; its metric is the line to beat."""
+        seed = self.workspace.init(self.target.seed_dir)
+        row = self.store.run()
+        if row["baseline_commit"] is not None:
+            return
+        self.store.start_round(0)
+        task = Task(start_commit=seed, brief="the seed deliverable", title="baseline")
+        self.store.update_round(0, task=task.model_dump_json(), start_commit=seed, candidate=seed)
+        metric = None
+        if self.target.seed_dir is not None:
+            self.progress("round 0: measuring the seed")
+            path = self.workspace.worktree("r000", seed)
+            env = self._env(0)
+            acc = run_gates(env, 0, 1, seed, path, GateName.ACCURACY)
+            if not acc.passed:
+                self.store.update_round(0, status=str(RoundStatus.FAILED), finished_at=time.time())
+                raise StopRun(f"the seed deliverable fails the accuracy gate, so there is nothing to improve on: "
+                              f"{acc.reason}")
+            bench = run_gates(env, 0, 1, seed, path, GateName.BENCHMARK)
+            if not bench.passed:
+                self.store.update_round(0, status=str(RoundStatus.FAILED), finished_at=time.time())
+                raise StopRun(f"the seed deliverable fails the benchmark gate: {bench.reason}")
+            metric = bench.metric
+            self.workspace.remove_worktree("r000")
+        self.store.update_round(0, status=str(RoundStatus.KEPT), metric=metric, finished_at=time.time())
+        self.store.update_run(baseline_commit=seed, baseline_metric=metric, best_commit=seed, best_metric=metric)
+        self.progress(f"baseline: {self._fmt(metric)}")
+
+    def _rounds(self, started: float) -> str:
+        budget = self.target.spec.budget
+        total = self.config.rounds if self.config.rounds is not None else budget.rounds
+        n = max([r["round"] for r in self.store.rounds()] + [0])
+        if n and self.store.round(n)["status"] == RoundStatus.RUNNING:
+            n -= 1  # the last round was interrupted: do it again from its journal
+        while True:
+            if n >= total:
+                return f"round budget reached ({total} rounds)"
+            if time.monotonic() - started > budget.max_wall_h * 3600:
+                return f"wall-clock budget reached ({budget.max_wall_h} h)"
+            if self._plateau(budget.plateau_rounds):
+                return f"plateau: no gain in the last {budget.plateau_rounds} rounds"
+            n += 1
+            self.check_manifest(full=False)
+            self._round(n)
+
+    def _plateau(self, window: int) -> bool:
+        if window <= 0:
+            return False
+        done = [r for r in self.store.rounds() if r["round"] > 0]
+        return len(done) >= window and all(r["status"] != RoundStatus.KEPT for r in done[-window:])
+
+    def _round(self, n: int) -> None:
+        row = self.store.round(n)
+        if row is None or row["task"] is None:
+            self.store.start_round(n)
+            self.progress(f"round {n}: orchestrator")
+            ctx = PolicyCtx(self, n)
+            try:
+                task = self.policy.next_task(ctx)
+            except AgentFailed as e:
+                self._finish(RoundResult(round=n, task=Task(start_commit=self.workspace.best(), brief=""),
+                                         status=RoundStatus.FAILED, reason=f"orchestrator: {e}"))
+                return
+            if task is None:
+                raise StopRun("the policy has nothing left to try")
+            self.store.update_round(n, task=task.model_dump_json(), start_commit=task.start_commit)
+        elif row["status"] != RoundStatus.RUNNING:
+            self._after(RoundResult.model_validate_json(row["result"]))  # finished; make sure the rest happened
+            return
+        task = Task.model_validate_json(self.store.round(n)["task"])
+        self.progress(f"round {n}: {task.title or task.brief[:60]}")
+        result = run_round(self._env(n), n, task, self.target.spec.budget.retries_per_round)
+        self._finish(result)
+
+    def _finish(self, result: RoundResult) -> None:
+        self.store.update_round(
+            result.round, status=str(result.status), candidate=result.candidate, metric=result.metric,
+            attempts=result.attempts, result=result.model_dump_json(), finished_at=time.time(),
+        )
+        self._after(result)
+        self.progress(f"round {result.round}: {result.status} {self._fmt(result.metric)} {result.reason}".rstrip())
+
+    def _after(self, result: RoundResult) -> None:
+        """Idempotent consequences of a finished round: move the best ref, tell the policy, drop the worktree."""
+        if result.status == RoundStatus.KEPT and result.candidate:
+            run = self.store.run()
+            spec = self.target.spec.benchmark
+            if run["best_commit"] != result.candidate and is_gain(
+                result.metric, run["best_metric"], spec.direction, 0.0
+            ):
+                self.workspace.set_best(result.candidate)
+                self.store.update_run(best_commit=result.candidate, best_metric=result.metric)
+        self.policy.observe(result)
+        self.workspace.remove_worktree(f"r{result.round:03d}")
+
+    # -- what prompts share --------------------------------------------------------------------------
+    def prompt_context(self, n: int) -> dict[str, Any]:
+        run = self.store.run()
+        history = []
+        for r in self.store.rounds()[-8:]:
+            if r["round"] == 0 or r["status"] == RoundStatus.RUNNING:
+                continue
+            res = json.loads(r["result"]) if r["result"] else {}
+            history.append({"round": r["round"], "status": r["status"], "metric": r["metric"],
+                            "title": res.get("task", {}).get("title", ""), "reason": res.get("reason", "")})
+        return {
+            "round": n, "target": self.target.spec, "instructions": self.target.instructions_text,
+            "baseline_metric": run["baseline_metric"], "best_metric": run["best_metric"],
+            "best_commit": run["best_commit"], "history": history,
+        }
+
+    @staticmethod
+    def _fmt(metric: float | None) -> str:
+        return "-" if metric is None else f"{metric:.4g}"
+
+
+class PolicyCtx:
+    """The ``PolicyContext`` a policy gets for one round."""
+
+    def __init__(self, engine: Engine, n: int):
+        self.engine, self.round = engine, n
+
+    def ask(self, role: Role, key: str, prompt: str, workdir: Path, validate: Any = None) -> tuple[Any, str]:
+        return self.engine.agents.ask(role, key, prompt, workdir, self.round, 0, validate=validate)
+
+    def prompt_context(self) -> dict[str, Any]:
+        return self.engine.prompt_context(self.round)
+
+    def revert(self, commit: str, reason: str) -> None:
+        rounds = {r["candidate"]: r["metric"] for r in self.engine.store.rounds() if r["candidate"]}
+        self.engine.workspace.set_best(commit)
+        self.engine.store.update_run(best_commit=commit, best_metric=rounds.get(commit))
+        self.engine.progress(f"reverted the run branch to {commit[:10]}: {reason}")
+
+    @property
+    def scratch(self) -> Path:
+        path = self.engine.dir / "scratch"
+        path.mkdir(exist_ok=True)
+        return path

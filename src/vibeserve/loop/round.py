@@ -1,0 +1,168 @@
+"""The inner loop: implementer, accuracy gate, judge, benchmark gate, evaluator, with retries.
+
+Each step's outcome is journaled in the store before the next step starts, so a round interrupted at
+any point resumes from its last finished step and never repeats an agent call or a recorded gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate, is_gain
+from vibeserve.loop.agents import AgentFailed, AgentRunner
+from vibeserve.process import CommandNotRunnable
+from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
+from vibeserve.store import RunStore
+from vibeserve.target.spec import Target
+from vibeserve.types import GateName, GateVerdict, Role, RoundResult, RoundStatus, Task
+from vibeserve.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundEnv:
+    """Everything a round needs, handed in by the engine."""
+
+    target: Target
+    store: RunStore
+    workspace: Workspace
+    agents: AgentRunner
+    logs: Path
+    bench_lock: Path
+    prompt_context: dict[str, Any]
+    best_metric: float | None
+    progress: Any = None  # callable(str) for user-facing progress, or None
+
+
+def _say(env: RoundEnv, text: str) -> None:
+    if env.progress:
+        env.progress(text)
+
+
+def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate: GateName) -> GateVerdict:
+    """Start the candidate at ``workdir``, run one gate, stop it; the verdict is journaled with the gate row."""
+    step = str(gate)
+    recorded = env.store.step(n, attempt, step)
+    if recorded is not None:
+        return GateVerdict.model_validate(recorded)
+    log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
+    server = CandidateServer(
+        env.target, workdir, log_dir, "server",
+        on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
+        on_stop=env.store.remove_process,
+    )
+    try:
+        with server:
+            if gate is GateName.ACCURACY:
+                verdict = accuracy_gate(env.target, server, sha, log_dir)
+            else:
+                verdict = benchmark_gate(env.target, server, sha, log_dir, env.bench_lock)
+    except (ServerNotReady, CommandNotRunnable) as e:
+        verdict = GateVerdict(gate=gate, passed=False, commit=sha, reason=str(e), command=server.argv)
+    env.store.record_gate(n, attempt, verdict, step=step)
+    return verdict
+
+
+def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
+    """Drive one round to a ``RoundResult``; nothing recorded is done again."""
+    ws, store = env.workspace, env.store
+    name = f"r{n:03d}"
+    workdir = ws.trees / name
+    if store.step(n, 0, "worktree") is None or not workdir.exists():
+        ws.worktree(name, task.start_commit)
+        store.record_step(n, 0, "worktree", {"path": str(workdir), "start": task.start_commit})
+    base, feedback = task.start_commit, ""
+    verdicts: list[GateVerdict] = []
+    candidate: str | None = None
+    last_status, last_reason = RoundStatus.FAILED, "no attempt finished"
+    ctx = env.prompt_context
+    for attempt in range(1, retries + 1):
+        _say(env, f"round {n} attempt {attempt}: implementer")
+        cand = store.step(n, attempt, "candidate")
+        if cand is None:
+            ws.reset(workdir, base)
+            prompt = render_prompt(
+                Role.IMPLEMENTER, **ctx, task=task, attempt=attempt, feedback=feedback, workdir=workdir,
+                start_command=" ".join(env.target.spec.deliverable.start),
+                artifacts={k: str(v) for k, v in env.target.artifact_paths().items()},
+                target_root=env.target.root,
+            )
+            try:
+                reply, _ = env.agents.ask(Role.IMPLEMENTER, f"{name}/a{attempt}/implementer", prompt, workdir, n, attempt)
+            except AgentFailed as e:
+                store.record_step(n, attempt, "candidate", {"sha": None, "error": str(e)})
+                feedback, last_status, last_reason = f"Your previous attempt failed: {e}", RoundStatus.FAILED, str(e)
+                continue
+            assert isinstance(reply, ImplementerReply)
+            sha = ws.commit(workdir, f"round {n} attempt {attempt}: {task.title or 'candidate'}\n\n{reply.summary}")
+            cand = {"sha": sha, "summary": reply.summary}
+            store.record_step(n, attempt, "candidate", cand)
+        if cand["sha"] is None:
+            feedback, last_status, last_reason = f"Your previous attempt failed: {cand['error']}", RoundStatus.FAILED, cand["error"]
+            continue
+        sha = candidate = base = cand["sha"]
+        ws.reset(workdir, sha)
+        store.update_round(n, candidate=sha, attempts=attempt)
+
+        _say(env, f"round {n} attempt {attempt}: accuracy gate")
+        acc = run_gates(env, n, attempt, sha, workdir, GateName.ACCURACY)
+        verdicts.append(acc)
+        if not acc.passed:
+            feedback = f"The accuracy gate failed:\n{acc.reason}"
+            last_status, last_reason = RoundStatus.REJECTED, f"accuracy gate: {acc.reason.splitlines()[0] if acc.reason else ''}"
+            continue
+
+        _say(env, f"round {n} attempt {attempt}: judge")
+        prompt = render_prompt(
+            Role.JUDGE, **ctx, task=task, verdicts=[acc], diff=ws.diff(task.start_commit, sha),
+            changed_files=ws.changed_files(task.start_commit, sha),
+        )
+        try:
+            judge, _ = env.agents.ask(Role.JUDGE, f"{name}/a{attempt}/judge", prompt, workdir, n, attempt)
+        except AgentFailed as e:
+            last_status, last_reason = RoundStatus.FAILED, str(e)
+            break
+        ws.reset(workdir, sha)
+        assert isinstance(judge, JudgeReply)
+        if judge.verdict != "pass":
+            feedback = f"The judge rejected your change:\n{judge.reasons}"
+            last_status, last_reason = RoundStatus.REJECTED, f"judge: {judge.reasons.splitlines()[0]}"
+            continue
+
+        _say(env, f"round {n} attempt {attempt}: benchmark gate")
+        bench = run_gates(env, n, attempt, sha, workdir, GateName.BENCHMARK)
+        verdicts.append(bench)
+        if not bench.passed:
+            feedback = f"The benchmark gate failed:\n{bench.reason}"
+            last_status, last_reason = RoundStatus.REJECTED, f"benchmark gate: {bench.reason.splitlines()[0]}"
+            continue
+
+        _say(env, f"round {n} attempt {attempt}: evaluator")
+        bspec = env.target.spec.benchmark
+        prompt = render_prompt(
+            Role.EVALUATOR, **ctx, task=task, metric=bench.metric, samples=bench.samples, spread=bench.spread,
+            best_before=env.best_metric, baseline=ctx["baseline_metric"], repeats=bspec.repeats, workdir=workdir,
+        )
+        analysis, hints = "", []
+        try:
+            ev, _ = env.agents.ask(Role.EVALUATOR, f"{name}/a{attempt}/evaluator", prompt, workdir, n, attempt)
+            assert isinstance(ev, EvaluatorReply)
+            analysis, hints = ev.analysis, ev.hints
+        except AgentFailed as e:
+            analysis = f"(evaluator failed: {e})"  # the candidate stands; only the analysis is missing
+        ws.reset(workdir, sha)
+        gained = is_gain(bench.metric, env.best_metric, bspec.direction, bspec.min_gain, bench.spread)
+        return RoundResult(
+            round=n, task=task, status=RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, candidate=sha,
+            attempts=attempt, metric=bench.metric, verdicts=verdicts, judge_reasons=judge.reasons,
+            analysis=analysis, hints=hints,
+            reason="" if gained else "no gain above min_gain and the measured spread",
+        )
+    return RoundResult(
+        round=n, task=task, status=last_status, candidate=candidate, attempts=retries, verdicts=verdicts,
+        reason=last_reason,
+    )

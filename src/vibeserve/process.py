@@ -1,0 +1,183 @@
+"""Subprocesses in their own process group, with a timeout, logs to files, and a kill that takes the group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vibeserve.errors import VibeserveError
+
+# Variables that carry credentials; candidate servers and gates never see them.
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
+
+
+def clean_env(extra: dict[str, str] | None = None, keep_secrets: bool = False) -> dict[str, str]:
+    """The environment for a child: ours minus credentials, with this interpreter's bin first on PATH.
+
+    Putting ``dirname(sys.executable)`` first makes a target's ``python`` mean the interpreter vibeserve
+    runs in, so a virtual environment works without being activated.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if keep_secrets or not any(m in k.upper() for m in SECRET_MARKERS)
+    }
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int, grace_s: float = 3.0, reap: Callable[[], object] | None = None) -> None:
+    """SIGTERM the group, wait up to ``grace_s``, then SIGKILL whatever is left.
+
+    ``reap`` (our child's ``poll``) is called while waiting: a dead leader stays a zombie, and so a live
+    group member, until its parent reaps it.
+    """
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.02)
+
+
+class CommandNotRunnable(VibeserveError):
+    """The program of a command does not exist or is not executable."""
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    returncode: int | None  # None when it was killed at the timeout
+    timed_out: bool
+    wall_s: float
+    stdout_path: Path
+    stderr_path: Path
+
+    def tail(self, n: int = 2000) -> str:
+        """The last ``n`` characters of stderr, then stdout: what a user needs to see of a failure."""
+        parts = []
+        for p in (self.stderr_path, self.stdout_path):
+            try:
+                text = p.read_text(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                parts.append(text[-n:])
+        return "\n".join(parts)[-n:]
+
+
+class Spawned:
+    """A started process group; ``stop()`` ends the whole group."""
+
+    def __init__(self, popen: subprocess.Popen, argv: list[str], stdout_path: Path, stderr_path: Path):
+        self.popen, self.argv = popen, argv
+        self.stdout_path, self.stderr_path = stdout_path, stderr_path
+        self.pgid = popen.pid  # start_new_session=True makes the child its group's leader
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout_s: float) -> Completed:
+        timed_out = False
+        try:
+            self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        # The leader may be gone while children it forked linger; the group goes either way.
+        kill_group(self.pgid, reap=self.popen.poll)
+        self.popen.wait()
+        return Completed(
+            self.argv,
+            None if timed_out else self.popen.returncode,
+            timed_out,
+            time.monotonic() - self.started,
+            self.stdout_path,
+            self.stderr_path,
+        )
+
+    def stop(self) -> None:
+        kill_group(self.pgid, reap=self.popen.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+def spawn(
+    argv: list[str],
+    cwd: Path,
+    log_dir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    stdin_path: Path | None = None,
+) -> Spawned:
+    """Start ``argv`` in a new session (its own process group), stdout/stderr to ``log_dir/name.*``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env if env is not None else clean_env(),
+                stdin=stdin,
+                stdout=fo,
+                stderr=fe,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise CommandNotRunnable(f"cannot run {argv[0]!r} (from {' '.join(argv)}): {e.strerror}") from e
+        finally:
+            if stdin_path:
+                stdin.close()
+    return Spawned(popen, argv, out, err)
+
+
+def run(
+    argv: list[str],
+    cwd: Path,
+    log_dir: Path,
+    name: str,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> Completed:
+    """Run to completion or timeout; the whole process group is gone when this returns."""
+    return spawn(argv, cwd, log_dir, name, env).wait(timeout_s)

@@ -1,0 +1,336 @@
+"""The run store: ``runs/<id>/run.db`` (SQLite, WAL) plus transcripts and ``memory.md`` beside it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vibeserve.errors import StoreError
+from vibeserve.types import AgentResult, GateVerdict, Role
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE run (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    status TEXT NOT NULL,            -- running | finished | stopped | failed
+    stop_reason TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,            -- JSON: the RunConfig this run was started with
+    manifest TEXT NOT NULL,          -- JSON: artifact hashes at start
+    baseline_commit TEXT,
+    baseline_metric REAL,
+    best_commit TEXT,
+    best_metric REAL,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE rounds (
+    round INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    task TEXT,                       -- JSON Task
+    start_commit TEXT,
+    candidate TEXT,
+    metric REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,                     -- JSON RoundResult once finished
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE steps (                 -- the resume journal: a step recorded here is never run again
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (round, attempt, name)
+);
+CREATE TABLE agent_calls (
+    key TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    harness TEXT NOT NULL,
+    model TEXT,
+    exit_reason TEXT NOT NULL,
+    reply TEXT,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    tokens_cached INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    wall_s REAL NOT NULL,
+    transcript TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    finished_at REAL NOT NULL
+);
+CREATE TABLE gates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    round INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    gate TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    metric REAL,
+    samples TEXT NOT NULL,
+    spread REAL,
+    reason TEXT NOT NULL,
+    report TEXT NOT NULL,
+    command TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    wall_s REAL NOT NULL
+);
+CREATE TABLE issues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    hypothesis TEXT NOT NULL DEFAULT '',
+    acceptance TEXT NOT NULL DEFAULT '[]',
+    status TEXT NOT NULL DEFAULT 'open',   -- open | in_progress | done | failed | dropped
+    priority INTEGER NOT NULL DEFAULT 2,
+    notes TEXT NOT NULL DEFAULT '',
+    rounds TEXT NOT NULL DEFAULT '[]',     -- JSON list of round numbers that worked on it
+    created_by TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE picks (                 -- what an orchestrator call chose, keyed by that call
+    call_key TEXT PRIMARY KEY,
+    issue_id INTEGER NOT NULL,
+    start_commit TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE reverts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_key TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE snapshots (             -- policy state before an agent call, restored if the call is re-run
+    call_key TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE processes (             -- process groups started by gates; resume kills any left over
+    pgid INTEGER PRIMARY KEY,
+    what TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+"""
+
+# Tables whose rows make up the policy's state; snapshotted around agent calls.
+POLICY_TABLES = ("issues", "picks", "reverts")
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+class RunStore:
+    """One run's SQLite database. Every write is its own transaction, so a kill -9 loses at most one step."""
+
+    FILE = "run.db"
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection):
+        self.dir, self.conn = run_dir, conn
+
+    # -- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: Path) -> RunStore:
+        path = run_dir / cls.FILE
+        if path.exists():
+            raise StoreError(f"{path} already exists; resume it with `vibeserve resume {run_dir.name}`")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "transcripts").mkdir(exist_ok=True)
+        conn = cls._connect(path)
+        with conn:
+            conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return cls(run_dir, conn)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunStore:
+        path = run_dir / cls.FILE
+        if not path.is_file():
+            raise StoreError(f"{path} does not exist: {run_dir} is not a vibeserve run")
+        try:
+            conn = cls._connect(path)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path} cannot be read as a run store ({e}); it was left as it is") from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"{path} has store version {version}, newer than this vibeserve reads ({SCHEMA_VERSION}); "
+                "upgrade vibeserve. The store was left as it is."
+            )
+        if version < 1 or "run" not in tables or "rounds" not in tables:
+            conn.close()
+            raise StoreError(f"{path} is not a vibeserve run store (version {version}); it was left as it is")
+        return cls(run_dir, conn)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- paths ---------------------------------------------------------------------------------------
+    @property
+    def transcripts(self) -> Path:
+        return self.dir / "transcripts"
+
+    @property
+    def memory_path(self) -> Path:
+        return self.dir / "memory.md"
+
+    # -- the run row ---------------------------------------------------------------------------------
+    def init_run(self, run_id: str, target: str, policy: str, config: dict, manifest: dict) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO run (id, target, policy, status, config, manifest, created_at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, target, policy, "running", _json(config), _json(manifest), time.time()),
+            )
+
+    def run(self) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM run").fetchone()
+        if row is None:
+            raise StoreError(f"{self.dir / self.FILE} holds no run row; it was left as it is")
+        return row
+
+    def update_run(self, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE run SET {cols}", tuple(fields.values()))
+
+    # -- rounds and the step journal -----------------------------------------------------------------
+    def start_round(self, n: int) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR IGNORE INTO rounds (round, status, started_at) VALUES (?, 'running', ?)",
+                      (n, time.time()))
+
+    def update_round(self, n: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE rounds SET {cols} WHERE round = ?", (*fields.values(), n))
+
+    def rounds(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
+
+    def round(self, n: int) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM rounds WHERE round = ?", (n,)).fetchone()
+
+    def step(self, n: int, attempt: int, name: str) -> dict | None:
+        row = self.conn.execute(
+            "SELECT data FROM steps WHERE round = ? AND attempt = ? AND name = ?", (n, attempt, name)
+        ).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def record_step(self, n: int, attempt: int, name: str, data: dict) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?)", (n, attempt, name, _json(data), time.time()))
+
+    # -- agent calls ---------------------------------------------------------------------------------
+    def agent_call(self, key: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM agent_calls WHERE key = ?", (key,)).fetchone()
+
+    def record_agent_call(
+        self, key: str, round_: int, attempt: int, role: Role, harness: str, model: str | None, result: AgentResult
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO agent_calls (key, round, attempt, role, harness, model, exit_reason, reply, tokens_in,"
+                " tokens_out, tokens_cached, cost_usd, wall_s, transcript, error, finished_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key, round_, attempt, str(role), harness, model, str(result.exit_reason),
+                    _json(result.reply) if result.reply is not None else None,
+                    result.tokens_in, result.tokens_out, result.tokens_cached, result.cost_usd, result.wall_s,
+                    str(result.transcript_path) if result.transcript_path else None, result.error, time.time(),
+                ),
+            )
+
+    def agent_calls(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM agent_calls ORDER BY finished_at").fetchall()
+
+    def total_cost(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM agent_calls").fetchone()[0])
+
+    # -- gates ---------------------------------------------------------------------------------------
+    def record_gate(self, round_: int, attempt: int, v: GateVerdict, step: str | None = None) -> None:
+        """Store a verdict; with ``step``, journal it in the same transaction so resume never runs it twice."""
+        with self.tx() as c:
+            if step is not None:
+                c.execute("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?)",
+                          (round_, attempt, step, v.model_dump_json(), time.time()))
+            c.execute(
+                "INSERT INTO gates (round, attempt, gate, commit_sha, passed, metric, samples, spread, reason,"
+                " report, command, started_at, wall_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    round_, attempt, str(v.gate), v.commit, int(v.passed), v.metric, _json(v.samples), v.spread,
+                    v.reason, _json(v.report), _json(v.command), v.started_at, v.wall_s,
+                ),
+            )
+
+    def gates(self, round_: int | None = None) -> list[sqlite3.Row]:
+        if round_ is None:
+            return self.conn.execute("SELECT * FROM gates ORDER BY id").fetchall()
+        return self.conn.execute("SELECT * FROM gates WHERE round = ? ORDER BY id", (round_,)).fetchall()
+
+    # -- policy state snapshots (so a re-run agent call starts from the state the first try saw) ------
+    def snapshot_policy_state(self, call_key: str) -> None:
+        if self.conn.execute("SELECT 1 FROM snapshots WHERE call_key = ?", (call_key,)).fetchone():
+            return
+        state = {t: [dict(r) for r in self.conn.execute(f"SELECT * FROM {t}")] for t in POLICY_TABLES}
+        state["memory"] = self.memory_path.read_text() if self.memory_path.exists() else None
+        with self.tx() as c:
+            c.execute("INSERT INTO snapshots VALUES (?, ?)", (call_key, _json(state)))
+
+    def restore_policy_state(self, call_key: str) -> bool:
+        row = self.conn.execute("SELECT data FROM snapshots WHERE call_key = ?", (call_key,)).fetchone()
+        if row is None:
+            return False
+        state = json.loads(row["data"])
+        with self.tx() as c:
+            for t in POLICY_TABLES:
+                c.execute(f"DELETE FROM {t}")
+                for r in state[t]:
+                    cols = ", ".join(r)
+                    c.execute(f"INSERT INTO {t} ({cols}) VALUES ({', '.join('?' * len(r))})", tuple(r.values()))
+        if state["memory"] is None:
+            self.memory_path.unlink(missing_ok=True)
+        else:
+            self.memory_path.write_text(state["memory"])
+        return True
+
+    # -- process groups started by gates -------------------------------------------------------------
+    def add_process(self, pgid: int, what: str) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO processes VALUES (?,?,?)", (pgid, what, time.time()))
+
+    def remove_process(self, pgid: int) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM processes WHERE pgid = ?", (pgid,))
+
+    def processes(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM processes").fetchall()
