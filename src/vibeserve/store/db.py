@@ -303,6 +303,10 @@ class RunStore:
             return
         state = {t: [dict(r) for r in self.conn.execute(f"SELECT * FROM {t}")] for t in POLICY_TABLES}
         state["memory"] = self.memory_path.read_text() if self.memory_path.exists() else None
+        # AUTOINCREMENT counters too: a re-run call must hand out the same issue ids as the first try.
+        state["sequence"] = [dict(r) for r in self.conn.execute(
+            f"SELECT name, seq FROM sqlite_sequence WHERE name IN ({', '.join('?' * len(POLICY_TABLES))})",
+            POLICY_TABLES)]
         with self.tx() as c:
             c.execute("INSERT INTO snapshots VALUES (?, ?)", (call_key, _json(state)))
 
@@ -317,6 +321,10 @@ class RunStore:
                 for r in state[t]:
                     cols = ", ".join(r)
                     c.execute(f"INSERT INTO {t} ({cols}) VALUES ({', '.join('?' * len(r))})", tuple(r.values()))
+            c.execute(f"DELETE FROM sqlite_sequence WHERE name IN ({', '.join('?' * len(POLICY_TABLES))})",
+                      POLICY_TABLES)
+            for r in state["sequence"]:
+                c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (r["name"], r["seq"]))
         if state["memory"] is None:
             self.memory_path.unlink(missing_ok=True)
         else:
