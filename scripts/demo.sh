@@ -8,5 +8,5 @@ target=examples/targets/tiny-llama
 run_id=demo-$(date +%Y%m%d-%H%M%S)
 .venv/bin/vibeserve validate "$target"
 .venv/bin/vibeserve run "$target" --harness scripted --trajectory examples/trajectories/tiny-llama \
-  --run-id "$run_id" --runs-dir runs
+  --run-id "$run_id" --runs-dir runs --rounds 2
 echo "report: runs/$run_id/report/index.html"

@@ -17,8 +17,9 @@ from rich.table import Table
 from vibeserve.errors import RunNotFound, VibeserveError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Logs and CI capture output: give tables room instead of 80 columns when not on a terminal.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs live.", envvar="VIBESERVE_RUNS")]
 

@@ -59,7 +59,7 @@ class StopRun(Exception):
 def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
-    run_dir = runs_dir / config.run_id
+    run_dir = runs_dir.resolve() / config.run_id
     ensure_artifacts(target, run_dir / "logs")
     config = config.model_copy(update={
         "target": str(target.root),
@@ -76,7 +76,7 @@ class Engine:
     """Drives one run from its store; ``run()`` is the same call for a new run and for ``resume``."""
 
     def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None):
-        self.dir = run_dir
+        self.dir = run_dir = run_dir.resolve()
         self.store = RunStore.open(run_dir)
         row = self.store.run()
         self.config = RunConfig.model_validate(json.loads(row["config"]))

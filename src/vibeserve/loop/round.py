@@ -7,6 +7,7 @@ any point resumes from its last finished step and never repeats an agent call or
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
     if recorded is not None:
         return GateVerdict.model_validate(recorded)
     log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
+    t0 = time.monotonic()
     server = CandidateServer(
         env.target, workdir, log_dir, "server",
         on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
@@ -63,6 +65,8 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
                 verdict = benchmark_gate(env.target, server, sha, log_dir, env.bench_lock)
     except (ServerNotReady, CommandNotRunnable) as e:
         verdict = GateVerdict(gate=gate, passed=False, commit=sha, reason=str(e), command=server.argv)
+    # The gate's time includes starting and stopping the server: all of it is subprocess time, not ours.
+    verdict = verdict.model_copy(update={"wall_s": time.monotonic() - t0})
     env.store.record_gate(n, attempt, verdict, step=step)
     return verdict
 

@@ -17,6 +17,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from vibeserve.errors import StoreError
@@ -267,7 +268,7 @@ def run_summary(store: RunStore) -> RunSummary:
             best, best_commit = run["baseline_metric"], run["baseline_commit"]
     cost = store.conn.execute("SELECT SUM(cost_usd) FROM agent_calls").fetchone()[0]
     return RunSummary(
-        run_id=run["id"], target=run["target"], policy=run["policy"], status=run["status"],
+        run_id=run["id"], target=Path(run["target"]).name or run["target"], policy=run["policy"], status=run["status"],
         stop_reason=run["stop_reason"], benchmark=bench, baseline_metric=run["baseline_metric"],
         baseline_commit=run["baseline_commit"], best_metric=best, best_commit=best_commit,
         speedup=speedup(best, run["baseline_metric"], bench.direction), rounds_by_status=by_status,
