@@ -144,3 +144,69 @@ def test_gate_failures_are_recorded_and_the_run_goes_on(toy: Path, trajectory, t
     assert rows(run_dir, "SELECT round, status FROM rounds WHERE round > 0") == [(1, "rejected"), (2, "rejected")]
     # no candidate server is left behind
     assert rows(run_dir, "SELECT COUNT(*) FROM processes") == [(0,)]
+
+
+def test_revert_moves_the_best_ref_back(toy: Path, trajectory, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    traj = trajectory([
+        orchestrator(1, "Raise the score"),
+        implementer("r001/a1/implementer", {"score.txt": "2.0\n"}),
+        orchestrator(2, "Start over", extra=[
+            {"tool": "revert", "arguments": {"commit": "baseline", "reason": "round 1 overfits the benchmark"}}]),
+        implementer("r002/a1/implementer", {"score.txt": "1.5\n"}),
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "rv", "--rounds",
+              "2", check=True)
+    assert "reverted the run branch" in out.stdout
+    run_dir = runs / "rv"
+    # 1.5 is below round 1's 2.0: only because the revert put the best back at the baseline (1.0) is it kept
+    assert rows(run_dir, "SELECT status, metric FROM rounds WHERE round = 2") == [("kept", 1.5)]
+    (best,), = rows(run_dir, "SELECT best_commit FROM run")
+    assert git(run_dir / "repo", "rev-parse", "vibeserve/best") == best
+    assert git(run_dir / "repo", "show", f"{best}:score.txt") == "1.5"
+
+
+def test_cost_cap_stops_the_run_before_a_call_would_pass_it(toy: Path, trajectory, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    traj = trajectory([
+        {**orchestrator(1, "Raise the score"), "cost_usd": 0.4},
+        {**implementer("r001/a1/implementer", {"score.txt": "2.0\n"}), "cost_usd": 0.4},
+        {"key": "r*/a*/judge", "reply": PASS, "cost_usd": 0.4},
+        {"key": "r*/a*/evaluator", "reply": EVAL, "cost_usd": 0.4},
+    ])
+    out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "cap", check=True)
+    assert "cost budget" in out.stdout
+    run_dir = runs / "cap"
+    assert rows(run_dir, "SELECT SUM(cost_usd), COUNT(*) FROM agent_calls") == [(0.8, 2)]  # cap is $1
+    assert rows(run_dir, "SELECT status FROM run") == [("finished",)]
+    assert "$0.80" in cli("status", "cap", "--runs-dir", str(runs), check=True).stdout
+
+
+def test_run_refuses_to_go_on_when_the_target_changes(toy: Path, trajectory, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    traj = trajectory([
+        orchestrator(1, "Raise the score"),
+        implementer("r*/a1/implementer", {"score.txt": "2.0\n"}),
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "m", "--rounds", "1",
+        check=True)
+    checker = toy / "checks" / "accuracy.py"
+    checker.write_text(checker.read_text() + "\n# loosened\n")
+    before = rows(runs / "m", "SELECT round, status FROM rounds")
+    out = cli("resume", "m", "--runs-dir", str(runs))
+    assert out.returncode == 2
+    assert "changed since the run started" in out.stderr and "checks/accuracy.py" in out.stderr
+    assert rows(runs / "m", "SELECT round, status FROM rounds") == before
+
+
+def test_a_missing_trajectory_is_an_error_before_any_run_exists(toy: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    out = cli("run", str(toy), "--runs-dir", str(runs), "--run-id", "x")
+    assert out.returncode == 2 and "--trajectory" in out.stderr
+    out = cli("run", str(toy), "--trajectory", str(tmp_path / "nowhere"), "--runs-dir", str(runs), "--run-id", "x")
+    assert out.returncode == 2 and "cannot read the trajectory" in out.stderr
+    assert not (runs / "x").exists()

@@ -18,7 +18,12 @@ def make_harness(name: str, **options: Any) -> Harness:
     if name not in ADAPTERS:
         raise HarnessError(f"unknown harness {name!r}; choose one of: {', '.join(sorted(ADAPTERS))}")
     module, _, cls = ADAPTERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    adapter = getattr(importlib.import_module(module), cls)
+    try:
+        return adapter(**options)
+    except TypeError as e:
+        hint = " (give it with --trajectory DIR)" if name == "scripted" else ""
+        raise HarnessError(f"the {name} harness cannot be built from options {sorted(options)}: {e}{hint}") from None
 
 
 __all__ = ["ADAPTERS", "Harness", "make_harness"]

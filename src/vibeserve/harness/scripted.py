@@ -60,6 +60,10 @@ class Step(BaseModel):
     sleep_s: float = Field(default=0.0, ge=0)
     reply: dict[str, Any] | None = None
     fail: Literal["timeout", "error"] | None = None
+    # What the replayed call reports it used, so budgets and reports can be exercised offline.
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _inside_workdir(self) -> Step:
@@ -159,15 +163,17 @@ class ScriptedHarness:
         deadline = started + call.timeout_s
         call.transcript_path.parent.mkdir(parents=True, exist_ok=True)
 
+        step = self._trajectory.step_for(call.key)
+
         def result(reason: ExitReason, reply: dict[str, Any] | None = None, error: str = "") -> AgentResult:
             return AgentResult(
-                reply=reply, exit_reason=reason, wall_s=time.monotonic() - started, tokens_in=0, tokens_out=0,
-                cost_usd=0.0, transcript_path=call.transcript_path, error=error,
+                reply=reply, exit_reason=reason, wall_s=time.monotonic() - started,
+                tokens_in=step.tokens_in if step else 0, tokens_out=step.tokens_out if step else 0,
+                cost_usd=step.cost_usd if step else 0.0, transcript_path=call.transcript_path, error=error,
             )
 
         with open(call.transcript_path, "a") as fh:
             log = _Transcript(fh)
-            step = self._trajectory.step_for(call.key)
             log.event("start", key=call.key, role=str(call.role), trajectory=str(self.file),
                       step=step.key if step else None, prompt=call.prompt)
             if step is None:

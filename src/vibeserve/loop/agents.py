@@ -78,9 +78,13 @@ class AgentRunner:
                 wall_s=row["wall_s"],
                 error=row["error"],
             )
-        spent = self.store.total_cost()
-        if spent >= self.max_cost_usd:
-            raise BudgetExceeded(f"the run has spent ${spent:.2f} of its ${self.max_cost_usd:.2f} budget")
+        # Stop before a call that would pass the cap, taking the dearest call so far as its likely cost.
+        spent, dearest = self.store.total_cost(), self.store.max_call_cost()
+        if spent + dearest > self.max_cost_usd or spent >= self.max_cost_usd:
+            raise BudgetExceeded(
+                f"cost budget: ${spent:.2f} spent of ${self.max_cost_usd:.2f}, and the next call may cost "
+                f"${dearest:.2f}"
+            )
         # A try killed half-way may have changed policy state; start it again from what the first try saw.
         if not self.store.restore_policy_state(key):
             self.store.snapshot_policy_state(key)

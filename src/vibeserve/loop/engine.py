@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
 from vibeserve.gates import is_gain
-from vibeserve.harness import make_harness
+from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.loop.round import RoundEnv, run_gates, run_round
 from vibeserve.loop.setup import ensure_artifacts
@@ -56,9 +56,23 @@ class StopRun(Exception):
     """The run ends here, for the reason given; nothing recorded is lost."""
 
 
+def build_harnesses(config: RunConfig) -> tuple[dict[Role, Harness], dict[Role, str | None]]:
+    """Each role's harness and model; every harness is checked now, before any round (or run) starts."""
+    harnesses: dict[Role, Harness] = {}
+    models: dict[Role, str | None] = {}
+    for role in Role:
+        rc = config.roles.get(role, RoleConfig())
+        harnesses[role] = make_harness(rc.harness or config.harness, **{**config.harness_options, **rc.options})
+        models[role] = rc.model or config.model
+    for h in {id(h): h for h in harnesses.values()}.values():
+        h.check()
+    return harnesses, models
+
+
 def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
+    build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
     run_dir = runs_dir.resolve() / config.run_id
     ensure_artifacts(target, run_dir / "logs")
     config = config.model_copy(update={
@@ -82,18 +96,12 @@ class Engine:
         self.config = RunConfig.model_validate(json.loads(row["config"]))
         self.target = load_target(self.config.target)
         self.manifest = json.loads(row["manifest"])
+        self._fingerprint: dict | None = None
         self.progress = progress or (lambda s: None)
         self.workspace = Workspace(run_dir)
         self.policy = make_policy(self.config.policy, self.store)
         budget = self.target.spec.budget
-        harnesses, models = {}, {}
-        for role in Role:
-            rc = self.config.roles.get(role, RoleConfig())
-            options = {**self.config.harness_options, **rc.options}
-            harnesses[role] = make_harness(rc.harness or self.config.harness, **options)
-            models[role] = rc.model or self.config.model
-        for h in {id(h): h for h in harnesses.values()}.values():
-            h.check()  # a missing CLI or unreadable script is an error now, before any round
+        harnesses, models = build_harnesses(self.config)
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
@@ -101,16 +109,22 @@ class Engine:
         )
 
     # -- checks --------------------------------------------------------------------------------------
-    def check_manifest(self, full: bool) -> None:
-        current = build_manifest(self.target) if full else None
-        if current is not None and current != self.manifest:
+    def check_manifest(self) -> None:
+        """Refuse to go on if the target's files changed since the run started.
+
+        The full hash runs when nothing is known yet or a file's size or mtime moved; before each round
+        that cheap fingerprint is all it costs.
+        """
+        now = fingerprint(self.target)
+        if now == self._fingerprint:
+            return
+        current = build_manifest(self.target)
+        if current != self.manifest:
             changes = diff_manifest(self.manifest, current)
             raise TargetError(str(self.target.root), "artifacts",
                               "the target's files changed since the run started (" + "; ".join(changes[:5]) +
                               "); restore them or start a new run")
-        self._fingerprint = fingerprint(self.target) if full else self._fingerprint
-        if not full and fingerprint(self.target) != self._fingerprint:
-            self.check_manifest(full=True)
+        self._fingerprint = now
 
     def kill_leftovers(self) -> None:
         """Process groups a killed run left behind (a server mid-gate) are stopped before anything starts."""
@@ -124,7 +138,7 @@ class Engine:
     def run(self) -> str:
         """Run (or continue) to the end; returns the stop reason."""
         started = time.monotonic() - (self._elapsed_before())
-        self.check_manifest(full=True)
+        self.check_manifest()
         self.kill_leftovers()
         ensure_artifacts(self.target, self.dir / "logs")
         self.store.update_run(status="running", stop_reason="")
@@ -196,7 +210,7 @@ class Engine:
             if self._plateau(budget.plateau_rounds):
                 return f"plateau: no gain in the last {budget.plateau_rounds} rounds"
             n += 1
-            self.check_manifest(full=False)
+            self.check_manifest()
             self._round(n)
 
     def _plateau(self, window: int) -> bool:

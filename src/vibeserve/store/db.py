@@ -276,6 +276,9 @@ class RunStore:
     def total_cost(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM agent_calls").fetchone()[0])
 
+    def max_call_cost(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(MAX(cost_usd), 0) FROM agent_calls").fetchone()[0])
+
     # -- gates ---------------------------------------------------------------------------------------
     def record_gate(self, round_: int, attempt: int, v: GateVerdict, step: str | None = None) -> None:
         """Store a verdict; with ``step``, journal it in the same transaction so resume never runs it twice."""

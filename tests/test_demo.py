@@ -1,0 +1,35 @@
+"""The README's main job: the scripted tiny-llama trajectory through the real loop, gates and report."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli
+
+
+@pytest.mark.slow
+def test_demo_trajectory_runs_end_to_end(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    out = cli("run", str(REPO / "examples/targets/tiny-llama"), "--trajectory",
+              str(REPO / "examples/trajectories/tiny-llama"), "--runs-dir", str(runs), "--run-id", "demo",
+              "--rounds", "2", timeout=900, check=True)
+    assert "round budget reached (2 rounds)" in out.stdout
+    db = sqlite3.connect(runs / "demo" / "run.db")
+    rounds = db.execute("SELECT round, status, metric FROM rounds ORDER BY round").fetchall()
+    assert [r[0] for r in rounds] == [0, 1, 2]
+    assert all(status in ("kept", "accepted") for _, status, _ in rounds)  # measured, not scripted
+    assert all(metric > 0 for *_, metric in rounds)
+    # the attempt that drops the EOS check is rejected by the accuracy gate, before any judge sees it
+    gates = db.execute("SELECT attempt, gate, passed FROM gates WHERE round = 2 ORDER BY id").fetchall()
+    assert gates == [(1, "accuracy", 0), (2, "accuracy", 1), (2, "benchmark", 1)]
+    keys = {k for (k,) in db.execute("SELECT key FROM agent_calls")}
+    assert "r002/a1/judge" not in keys and "r002/a2/judge" in keys
+    feedback = (runs / "demo" / "transcripts" / "r002-a2-implementer.jsonl").read_text()
+    assert "The accuracy gate failed" in feedback
+    best, = db.execute("SELECT best_metric FROM run").fetchone()
+    assert best == max(m for _, s, m in rounds if s == "kept")
+    report = runs / "demo" / "report"
+    assert (report / "index.html").is_file() and (report / "trajectory.png").stat().st_size > 10_000
