@@ -54,6 +54,7 @@ class McpServerSpec(Frozen):
     name: str
     command: list[str]
     env: dict[str, str] = Field(default_factory=dict)
+    tools: list[str] = Field(default_factory=list)  # the tool names it serves, for harnesses that list allowed tools
 
 
 class AgentCall(Frozen):

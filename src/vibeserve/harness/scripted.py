@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 import shutil
 import time
 import tomllib
-from contextlib import AsyncExitStack
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
 import anyio
-from mcp import Client, StdioServerParameters, stdio_client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vibeserve import process
 from vibeserve.errors import HarnessError
-from vibeserve.types import AgentCall, AgentResult, ExitReason, McpServerSpec
+from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
+from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 FILE = "trajectory.toml"
 
@@ -283,55 +281,17 @@ class ScriptedHarness:
         except _Timeout:
             raise
         except Exception as e:  # noqa: BLE001 - a harness reports an agent-side failure, it never raises it
-            return f"the MCP session failed: {_message(e)}"
+            return f"the MCP session failed: {error_message(e)}"
 
     async def _mcp_session(self, step: Step, call: AgentCall, log: _Transcript) -> str:
-        logs = call.transcript_path.with_suffix(".logs")
-        logs.mkdir(parents=True, exist_ok=True)
-        async with AsyncExitStack() as stack:
-            routes: dict[str, tuple[str, Client]] = {}
-            for spec in call.mcp_servers:
-                try:
-                    client = await self._connect(stack, spec, call, logs)
-                    tools = (await client.list_tools()).tools
-                except Exception as e:  # noqa: BLE001 - any failure to start is reported as the call's error
-                    return f"MCP server {spec.name!r} ({' '.join(spec.command)}) did not start: {_message(e)}"
-                for tool in tools:
-                    routes.setdefault(tool.name, (spec.name, client))
-            for entry in step.mcp:
-                log.event("mcp_call", tool=entry.tool, arguments=entry.arguments,
-                          server=routes[entry.tool][0] if entry.tool in routes else None)
-                if entry.tool not in routes:
-                    # An agent asking for a tool it lacks gets told so and carries on.
-                    log.event("mcp_result", tool=entry.tool, server=None, is_error=True,
-                              text=f"no MCP server offers tool {entry.tool!r}; tools: {', '.join(sorted(routes))}")
-                    continue
-                server, client = routes[entry.tool]
-                try:
-                    res = await client.call_tool(entry.tool, entry.arguments)
-                except Exception as e:  # noqa: BLE001 - a protocol error is something the agent reads, too
-                    log.event("mcp_result", tool=entry.tool, server=server, is_error=True, text=_message(e))
-                    continue
-                text = "\n".join(getattr(c, "text", "") for c in res.content)
-                log.event("mcp_result", tool=entry.tool, server=server, is_error=res.is_error, text=text,
-                          structured=res.structured_content)
+        try:
+            async with McpSession(call.mcp_servers, call.workdir, call.transcript_path.with_suffix(".logs")) as mcp:
+                for entry in step.mcp:
+                    log.event("mcp_call", tool=entry.tool, arguments=entry.arguments, server=mcp.server_of(entry.tool))
+                    res = await mcp.call(entry.tool, entry.arguments)
+                    # An agent asking for a tool it lacks, or getting a tool error, reads it and carries on.
+                    log.event("mcp_result", tool=entry.tool, server=mcp.server_of(entry.tool), is_error=res.is_error,
+                              text=res.text, structured=res.structured)
+        except McpStartError as e:
+            return str(e)
         return ""
-
-    @staticmethod
-    async def _connect(stack: AsyncExitStack, spec: McpServerSpec, call: AgentCall, logs: Path) -> Client:
-        params = StdioServerParameters(command=spec.command[0], args=spec.command[1:], env=spec.env or None,
-                                       cwd=call.workdir)
-        # The server's stderr (its logging) goes to a file beside the transcript, not into our terminal.
-        errlog = stack.enter_context(open(logs / f"mcp-{_safe(spec.name)}.stderr", "a"))  # noqa: SIM115
-        return await stack.enter_async_context(Client(stdio_client(params, errlog=errlog)))
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def _message(e: BaseException) -> str:
-    """The innermost messages of an exception (task groups wrap the real cause in groups)."""
-    if isinstance(e, BaseExceptionGroup):
-        return "; ".join(_message(x) for x in e.exceptions)
-    return f"{type(e).__name__}: {e}"

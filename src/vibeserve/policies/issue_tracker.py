@@ -6,6 +6,7 @@ import sys
 
 from vibeserve.policies.base import PolicyContext
 from vibeserve.policies.board import IssueBoard
+from vibeserve.policies.issue_tracker_mcp import tools_for
 from vibeserve.roles import Reply, ReplyInvalid, render_prompt
 from vibeserve.store import RunStore
 from vibeserve.types import McpServerSpec, Role, RoundResult, RoundStatus, Task
@@ -26,6 +27,7 @@ class IssueTrackerPolicy:
                     sys.executable, "-m", "vibeserve.policies.issue_tracker_mcp",
                     "--run-dir", str(self.store.dir), "--call-key", call_key, "--role", str(role),
                 ],
+                tools=list(tools_for(role)),
             )
         ]
 
