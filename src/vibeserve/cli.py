@@ -69,7 +69,9 @@ def run(
     target: Path,
     runs_dir: RunsDir = Path("runs"),
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: time and target).")] = None,
-    harness: Annotated[str | None, typer.Option(help="Harness for every role: scripted.")] = None,
+    harness: Annotated[str | None, typer.Option(help="Harness for every role: scripted, codex, claude, openai.")] = None,
+    harness_option: Annotated[list[str] | None, typer.Option(
+        "--harness-option", "-O", help="KEY=VALUE for the harness (base_url, binary, prices...); repeatable.")] = None,
     model: Annotated[str | None, typer.Option(help="Model for every role.")] = None,
     trajectory: Annotated[Path | None, typer.Option(help="Folder of a scripted trajectory.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds to run (overrides [budget].rounds).")] = None,
@@ -88,6 +90,11 @@ def run(
     for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("policy", policy)):
         if value is not None:
             data[key] = value
+    for opt in harness_option or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise VibeserveError(f"--harness-option {opt!r}: expected KEY=VALUE")
+        data.setdefault("harness_options", {})[key.replace("-", "_")] = value
     if trajectory is not None:
         data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", data["run_id"]):
@@ -177,6 +184,18 @@ def report(run_id: Annotated[str | None, typer.Argument()] = None, runs_dir: Run
     finally:
         store.close()
     console.print(f"wrote {index.parent}/summary.md, trajectory.png and index.html")
+
+
+def _mount_bench() -> None:
+    # Mounted as a plain command (not a sub-app) so `vibeserve bench --url ...` takes its flags directly.
+    from vibeserve.bench.cli import CONTEXT_SETTINGS
+    from vibeserve.bench.cli import bench as bench_command
+
+    app.command("bench", context_settings=CONTEXT_SETTINGS, help="Open-loop load generator for an "
+                "OpenAI-compatible server (see `python -m vibeserve.bench --help`).")(bench_command)
+
+
+_mount_bench()
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ from vibeserve.harness.base import Harness
 
 ADAPTERS = {
     "scripted": "vibeserve.harness.scripted:ScriptedHarness",
+    "codex": "vibeserve.harness.codex:CodexHarness",
+    "claude": "vibeserve.harness.claude:ClaudeHarness",
+    "openai": "vibeserve.harness.openai_agent:OpenAIHarness",
 }
 
 

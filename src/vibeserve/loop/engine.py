@@ -62,7 +62,10 @@ def build_harnesses(config: RunConfig) -> tuple[dict[Role, Harness], dict[Role, 
     models: dict[Role, str | None] = {}
     for role in Role:
         rc = config.roles.get(role, RoleConfig())
-        harnesses[role] = make_harness(rc.harness or config.harness, **{**config.harness_options, **rc.options})
+        name = rc.harness or config.harness
+        # The run-wide options belong to the run-wide harness; a role on another harness gets only its own.
+        options = rc.options if name != config.harness else {**config.harness_options, **rc.options}
+        harnesses[role] = make_harness(name, **options)
         models[role] = rc.model or config.model
     for h in {id(h): h for h in harnesses.values()}.values():
         h.check()

