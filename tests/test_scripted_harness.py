@@ -95,8 +95,8 @@ def test_orchestrator_creates_and_picks_an_issue_through_the_real_server(
     assert board.pick_for("r001/orchestrator") == (1, git(repo, "rev-parse", "HEAD").strip())
 
     ev = events(c.transcript_path)
-    assert [e["type"] for e in ev] == ["start"] + ["mcp_call", "mcp_result"] * 4 + ["reply"]
-    results = [e for e in ev if e["type"] == "mcp_result"]
+    assert [e["type"] for e in ev] == ["start", "message"] + ["tool_call", "tool_result"] * 4 + ["reply"]
+    results = [e for e in ev if e["type"] == "tool_result"]
     assert [r["is_error"] for r in results] == [False, True, True, False]
     assert "issue 42 does not exist" in results[1]["text"]
     assert "no MCP server offers tool 'no_such_tool'" in results[2]["text"]
@@ -130,7 +130,9 @@ def test_implementer_patch_files_delete_and_commands_apply_to_the_worktree(tmp_p
     assert set(git(repo, "status", "--porcelain").splitlines()) == {
         " M server/app.py", " D server/old.py", "?? ran.txt", "?? server/notes.txt"}
     kinds = [e["type"] for e in events(c.transcript_path)]
-    assert kinds == ["start", "patch", "files", "command", "reply"]
+    assert kinds == ["start", "message"] + ["tool_call", "tool_result"] * 3 + ["reply"]
+    names = [e["name"] for e in events(c.transcript_path) if e["type"] == "tool_call"]
+    assert names == ["apply_patch", "write_files", "shell"]
 
 
 def test_a_patch_that_does_not_apply_is_an_error_with_gits_message(tmp_path: Path, repo: Path) -> None:

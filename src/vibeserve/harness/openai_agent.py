@@ -97,10 +97,10 @@ class OpenAIHarness:
     async def _loop(self, call: AgentCall, log: Transcript, state: _State, deadline: float) -> dict[str, Any]:
         from openai import AsyncOpenAI
 
-        client = AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "unset",
-                             max_retries=2)
         logs = call.transcript_path.with_suffix(".logs")
-        async with McpSession(call.mcp_servers, call.workdir, logs) as mcp:
+        # Closed inside the event loop: a client left to the garbage collector closes on a dead loop.
+        async with AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "unset",
+                               max_retries=2) as client, McpSession(call.mcp_servers, call.workdir, logs) as mcp:
             tools = [*BUILTIN_TOOLS, *(_fn(f"mcp__{t.server}__{t.name}", t.description, t.input_schema)
                                        for t in mcp.tools),
                      _fn("submit", "Submit the final reply; ends the task.", call.reply_schema)]

@@ -13,12 +13,11 @@ trajectory exercises the same tools a real agent gets.
 from __future__ import annotations
 
 import fnmatch
-import json
 import shutil
 import time
 import tomllib
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vibeserve import process
 from vibeserve.errors import HarnessError
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
+from vibeserve.harness.transcript import Transcript
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 FILE = "trajectory.toml"
@@ -90,17 +90,6 @@ class Trajectory(BaseModel):
 
 class _Timeout(Exception):
     """The call's deadline passed."""
-
-
-class _Transcript:
-    """JSONL events, flushed one by one so a killed run still shows how far the call got."""
-
-    def __init__(self, fh: IO[str]):
-        self.fh = fh
-
-    def event(self, type_: str, **data: Any) -> None:
-        self.fh.write(json.dumps({"t": time.time(), "type": type_, **data}, default=str) + "\n")
-        self.fh.flush()
 
 
 class ScriptedHarness:
@@ -170,10 +159,8 @@ class ScriptedHarness:
                 cost_usd=step.cost_usd if step else 0.0, transcript_path=call.transcript_path, error=error,
             )
 
-        with open(call.transcript_path, "a") as fh:
-            log = _Transcript(fh)
-            log.event("start", key=call.key, role=str(call.role), trajectory=str(self.file),
-                      step=step.key if step else None, prompt=call.prompt)
+        with Transcript(call, self.name) as log:
+            log.event("message", text=f"replaying [[call]] {step.key if step else None!r} of {self.file}")
             if step is None:
                 error = (f"no [[call]] in {self.file} matches call key {call.key!r}; add one with "
                          f"key = {call.key!r} or a pattern that matches it")
@@ -195,7 +182,7 @@ class ScriptedHarness:
             log.event("reply", reply=step.reply)
             return result(ExitReason.OK, reply=step.reply)
 
-    def _play(self, step: Step, call: AgentCall, deadline: float, log: _Transcript) -> str:
+    def _play(self, step: Step, call: AgentCall, deadline: float, log: Transcript) -> str:
         """Do the step's actions; return an error message, or "" when all went through."""
 
         def remaining() -> float:
@@ -220,7 +207,8 @@ class ScriptedHarness:
                 return f"cannot apply {patch}: {e}"
             if done.timed_out:
                 raise _Timeout
-            log.event("patch", path=str(patch), returncode=done.returncode, output=done.tail())
+            log.event("tool_call", name="apply_patch", arguments={"path": str(patch)})
+            log.event("tool_result", name="apply_patch", output=done.tail(), is_error=done.returncode != 0)
             if done.returncode != 0:
                 return f"git apply {patch} failed in {call.workdir}: {done.tail().strip()}"
         if step.files or step.delete:
@@ -228,18 +216,21 @@ class ScriptedHarness:
                 missing = self._edit_files(step, call.workdir)
             except OSError as e:
                 return f"cannot edit files in {call.workdir}: {e}"
-            log.event("files", written=list(step.files), deleted=[d for d in step.delete if d not in missing],
-                      missing=missing)
+            log.event("tool_call", name="write_files", arguments={"written": list(step.files),
+                                                                   "deleted": list(step.delete)})
+            log.event("tool_result", name="write_files", output={"missing": missing}, is_error=bool(missing))
         for i, argv in enumerate(step.commands):
             try:
                 done = process.run(argv, call.workdir, logs, f"command-{i}", timeout_s=remaining(),
                                    env=process.clean_env(call.env))
             except process.CommandNotRunnable as e:
                 # A real agent would read "command not found" and go on; so does the replay.
-                log.event("command", argv=argv, returncode=None, timed_out=False, wall_s=0.0, output=str(e))
+                log.event("tool_call", name="shell", arguments={"argv": argv})
+                log.event("tool_result", name="shell", output=str(e), is_error=True)
                 continue
-            log.event("command", argv=argv, returncode=done.returncode, timed_out=done.timed_out,
-                      wall_s=round(done.wall_s, 3), output=done.tail())
+            log.event("tool_call", name="shell", arguments={"argv": argv})
+            log.event("tool_result", name="shell", output=done.tail(), is_error=done.returncode != 0,
+                      returncode=done.returncode, timed_out=done.timed_out, wall_s=round(done.wall_s, 3))
             if done.timed_out:
                 raise _Timeout
         if step.sleep_s:
@@ -268,7 +259,7 @@ class ScriptedHarness:
         return missing
 
     # -- MCP ------------------------------------------------------------------------------------------
-    def _mcp(self, step: Step, call: AgentCall, timeout_s: float, log: _Transcript) -> str:
+    def _mcp(self, step: Step, call: AgentCall, timeout_s: float, log: Transcript) -> str:
         async def body() -> str:
             with anyio.move_on_after(timeout_s) as scope:
                 return await self._mcp_session(step, call, log)
@@ -283,14 +274,14 @@ class ScriptedHarness:
         except Exception as e:  # noqa: BLE001 - a harness reports an agent-side failure, it never raises it
             return f"the MCP session failed: {error_message(e)}"
 
-    async def _mcp_session(self, step: Step, call: AgentCall, log: _Transcript) -> str:
+    async def _mcp_session(self, step: Step, call: AgentCall, log: Transcript) -> str:
         try:
             async with McpSession(call.mcp_servers, call.workdir, call.transcript_path.with_suffix(".logs")) as mcp:
                 for entry in step.mcp:
-                    log.event("mcp_call", tool=entry.tool, arguments=entry.arguments, server=mcp.server_of(entry.tool))
+                    log.event("tool_call", name=entry.tool, arguments=entry.arguments, server=mcp.server_of(entry.tool))
                     res = await mcp.call(entry.tool, entry.arguments)
                     # An agent asking for a tool it lacks, or getting a tool error, reads it and carries on.
-                    log.event("mcp_result", tool=entry.tool, server=mcp.server_of(entry.tool), is_error=res.is_error,
+                    log.event("tool_result", name=entry.tool, server=mcp.server_of(entry.tool), is_error=res.is_error,
                               text=res.text, structured=res.structured)
         except McpStartError as e:
             return str(e)
