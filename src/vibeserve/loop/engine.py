@@ -145,6 +145,10 @@ class Engine:
         self.kill_leftovers()
         ensure_artifacts(self.target, self.dir / "logs")
         self.store.update_run(status="running", stop_reason="")
+        if self.target.spec.probes.kind != "none":
+            # Said out loud rather than skipped in silence: the target asks for a gate this version lacks.
+            self.progress(f"note: [probes] kind = {self.target.spec.probes.kind!r} is declared, but this version "
+                          "has no probe gate yet; only the checker and the benchmark gate candidates")
         try:
             self._baseline()
             reason = self._rounds(started)
