@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -61,3 +62,42 @@ def test_run_config_picks_harness_and_model_per_role(toy: Path, trajectory, tmp_
     assert used == {"orchestrator": "scripted:", "implementer": "scripted:", "judge": "scripted:",
                     "evaluator": "openai:fake-model"}
     assert db.execute("SELECT status FROM rounds WHERE round = 1").fetchone() == ("kept",)
+
+
+def test_builtin_agent_stops_at_its_step_budget(tmp_path: Path) -> None:
+    from vibeserve.harness import make_harness
+    from vibeserve.roles import reply_schema
+    from vibeserve.testing.fake_llm import ToolCall
+    from vibeserve.types import AgentCall, ExitReason, Role
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "a.txt").write_text("x" * 5000)
+    turns = [Turn(tool_calls=[ToolCall(name="read_file", arguments={"path": "a.txt"})]) for _ in range(3)]
+    with FakeLLM(Script(reply_tool="submit", turns=turns)) as llm:
+        harness = make_harness("openai", base_url=llm.openai_base_url, max_steps=3, max_context_chars=8000)
+        call = AgentCall(key="k", role=Role.JUDGE, prompt="judge", workdir=tmp_path / "w",
+                         reply_schema=reply_schema(Role.JUDGE), transcript_path=tmp_path / "t.jsonl")
+        os.environ.setdefault("OPENAI_API_KEY", "dummy")
+        result = harness.run(call)
+        second = llm.model_requests[1].body["messages"]
+        third = llm.model_requests[2].body["messages"]
+    assert result.exit_reason == ExitReason.ERROR and "step budget" in result.error
+    assert len(llm.model_requests) == 3
+    assert [m["content"] for m in second if m["role"] == "tool"] == ["x" * 5000]  # fits: kept whole
+    assert [m["content"] for m in third if m["role"] == "tool"] == ["[trimmed]", "x" * 5000]  # oldest trimmed
+    assert result.reply is None
+
+
+def test_candidate_servers_get_no_credentials(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vibeserve.gates import CandidateServer
+    from vibeserve.target.spec import load_target
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok")
+    server_py = toy / "seed" / "server.py"
+    server_py.write_text("import json, os\njson.dump(dict(os.environ), open('env.json', 'w'))\n" + server_py.read_text())
+    with CandidateServer(load_target(toy), toy / "seed", tmp_path / "logs", "server"):
+        pass
+    seen = json.loads((toy / "seed" / "env.json").read_text())
+    assert "OPENAI_API_KEY" not in seen and "MY_SERVICE_TOKEN" not in seen
+    assert seen["HF_HUB_OFFLINE"] == "1"
