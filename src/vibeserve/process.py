@@ -48,34 +48,30 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def _wait_gone(pgid: int, seconds: float, reap: Callable[[], object] | None) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not group_alive(pgid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def kill_group(pgid: int, grace_s: float = 3.0, reap: Callable[[], object] | None = None) -> None:
     """SIGTERM the group, wait up to ``grace_s``, then SIGKILL whatever is left.
 
     ``reap`` (our child's ``poll``) is called while waiting: a dead leader stays a zombie, and so a live
     group member, until its parent reaps it.
     """
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if reap:
-            reap()
-        if not group_alive(pgid):
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
             return
-        time.sleep(0.02)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if reap:
-            reap()
-        if not group_alive(pgid):
+        if _wait_gone(pgid, wait_s, reap):
             return
-        time.sleep(0.02)
 
 
 class CommandNotRunnable(VibeserveError):
