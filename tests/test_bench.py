@@ -102,8 +102,10 @@ class Mock(BaseHTTPRequestHandler):
                     self.close_connection = True
                     return  # no terminating chunk: the connection drops mid-stream
                 self._text(chat, piece)
+        if mode == "finish_nodone":  # transformers serve's shape: a finish_reason chunk, a clean close, no [DONE]
+            self._event({"choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "length"}]})
         self._event({"choices": [], "usage": {"completion_tokens": 999, "prompt_tokens": 1}})
-        if mode != "nodone":
+        if mode not in ("nodone", "finish_nodone"):
             self._event("[DONE]")
         self._chunk(b"")
 
@@ -173,14 +175,14 @@ def test_tokens_counted_with_the_target_tokenizer(mock, tmp_path):
 @pytest.mark.parametrize("stream", [True, False])
 def test_each_failure_mode_is_counted_with_its_reason_and_never_hangs(mock, tmp_path, stream):
     url, _ = mock
-    modes = ["ok", "http500", "malformed", "close", "nodone", "notext", "hang"]
+    modes = ["ok", "http500", "malformed", "close", "nodone", "notext", "hang", "finish_nodone"]
     config = BenchConfig(url=url, dataset=dataset(tmp_path, [f"{m} prompt" for m in modes]), request_timeout=1.0,
                          stream=stream)  # fmt: skip
     t0 = time.monotonic()
     report = run_benchmark(config)
     assert time.monotonic() - t0 < 5
     if stream:
-        assert report.completed == 1  # only "ok": every other mode breaks the stream
+        assert report.completed == 2  # "ok" and "finish_nodone": every other mode breaks the stream
         assert report.failures == {"http_500": 1, "malformed_sse": 1, "connection_closed": 1, "missing_done": 1,
                                    "no_text": 1, "timeout": 1}  # fmt: skip
     else:  # whole responses: the stream faults do not apply, but errors and timeouts still do

