@@ -117,7 +117,7 @@ def resume(run_id: str, runs_dir: RunsDir = Path("runs"), report: bool = True) -
 def _drive(run_dir: Path, write_report: bool) -> None:
     from vibeserve.loop.engine import Engine
 
-    engine = Engine(run_dir, progress=lambda s: console.print(s))
+    engine = Engine(run_dir, progress=lambda s: console.print(s, markup=False))
     try:
         engine.run()
     finally:
