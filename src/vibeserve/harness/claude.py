@@ -84,20 +84,15 @@ class ClaudeHarness:
             common = {"wall_s": wall, "cost_usd": cost, "transcript_path": call.transcript_path, **tokens}
             if done.timed_out:
                 error = f"claude did not finish within {call.timeout_s:g} s; its process group was killed"
-                log.event("end", exit_reason="timeout", wall_s=wall, error=error)
-                return AgentResult(reply=None, exit_reason=ExitReason.TIMEOUT, error=error, **common)
+                return log.finish(ExitReason.TIMEOUT, error=error, **common)
             if done.returncode != 0 or result.get("is_error"):
                 error = f"claude exited with {done.returncode}: {result.get('result') or done.tail(1500).strip()}"
-                log.event("end", exit_reason="error", wall_s=wall, error=error)
-                return AgentResult(reply=None, exit_reason=ExitReason.ERROR, error=error, **common)
+                return log.finish(ExitReason.ERROR, error=error, **common)
             reply = result.get("structured_output")
             if isinstance(reply, dict):
-                log.event("reply", reply=reply)
-                log.event("end", exit_reason="ok", wall_s=wall)
-                return AgentResult(reply=reply, exit_reason=ExitReason.OK, **common)
+                return log.finish(ExitReason.OK, reply, **common)
             error = f"no structured output; the final result was {str(result.get('result'))[:300]!r}"
-            log.event("end", exit_reason="schema", wall_s=wall, error=error)
-            return AgentResult(reply=None, exit_reason=ExitReason.SCHEMA, error=error, **common)
+            return log.finish(ExitReason.SCHEMA, error=error, **common)
 
     @staticmethod
     def _replay(stdout: Path, log: Transcript) -> dict[str, Any]:

@@ -94,17 +94,12 @@ class CodexHarness:
             common = {"wall_s": wall, "cost_usd": cost, "transcript_path": call.transcript_path, **tokens}
             if done.timed_out:
                 error = f"codex did not finish within {call.timeout_s:g} s; its process group was killed"
-                log.event("end", exit_reason="timeout", wall_s=wall, error=error)
-                return AgentResult(reply=None, exit_reason=ExitReason.TIMEOUT, error=error, **common)
+                return log.finish(ExitReason.TIMEOUT, error=error, **common)
             if done.returncode != 0:
                 error = f"codex exited with {done.returncode}: {done.tail(1500).strip()}"
-                log.event("end", exit_reason="error", wall_s=wall, error=error)
-                return AgentResult(reply=None, exit_reason=ExitReason.ERROR, error=error, **common)
+                return log.finish(ExitReason.ERROR, error=error, **common)
             reply, error = _parse_reply(last)
-            log.event("reply", reply=reply) if reply is not None else log.event("error", error=error)
-            reason = ExitReason.OK if reply is not None else ExitReason.SCHEMA
-            log.event("end", exit_reason=str(reason), wall_s=wall)
-            return AgentResult(reply=reply, exit_reason=reason, error=error, **common)
+            return log.finish(ExitReason.OK if reply is not None else ExitReason.SCHEMA, reply, error, **common)
 
     @staticmethod
     def _replay(stdout: Path, log: Transcript) -> dict[str, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vibeserve.errors import HarnessError
-from vibeserve.types import AgentCall
+from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "SSL_CERT_FILE")
 
@@ -32,6 +32,14 @@ class Transcript:
     def event(self, type_: str, **data: Any) -> None:
         self.fh.write(json.dumps({"t": time.time(), "type": type_, **data}, default=str) + "\n")
         self.fh.flush()
+
+    def finish(self, reason: ExitReason, reply: dict[str, Any] | None = None, error: str = "",
+               **result: Any) -> AgentResult:
+        """Log the reply (if any) and the end of the call, and return the call's ``AgentResult``."""
+        if reply is not None:
+            self.event("reply", reply=reply)
+        self.event("end", exit_reason=str(reason), wall_s=result.get("wall_s"), error=error)
+        return AgentResult(reply=reply, exit_reason=reason, error=error, **result)
 
     def close(self) -> None:
         self.fh.close()
