@@ -92,6 +92,9 @@ def test_pick_next_resolves_and_records_the_start_commit(board: IssueBoard) -> N
     assert board.pick_next("r006/orchestrator", 1, ACCEPTED).start_commit == ACCEPTED
     assert board.pick_next("r007/orchestrator", 1, ACCEPTED[:7]).start_commit == ACCEPTED  # unique prefix
     assert board.pick_next("r008/orchestrator", 1, BASE).start_commit == BASE
+    # A round by number: its candidate whether it was kept or only accepted.
+    assert board.pick_next("r009/orchestrator", 1, "round-3").start_commit == ACCEPTED
+    assert board.pick_next("r010/orchestrator", 1, "Round 1").start_commit == KEPT
 
 
 def test_pick_next_refuses_bad_issues_and_commits(board: IssueBoard) -> None:
@@ -105,6 +108,9 @@ def test_pick_next_refuses_bad_issues_and_commits(board: IssueBoard) -> None:
     for bad in (REJECTED, "f" * 40, KEPT[:4], "HEAD~1"):
         with pytest.raises(BoardError, match="not a start point.*list_candidates"):
             board.pick_next("k", 1, bad)
+    for bad_round in ("round-2", "round-9"):  # rejected, and no such round
+        with pytest.raises(BoardError, match=f"round {bad_round[-1]} has no kept or accepted candidate"):
+            board.pick_next("k", 1, bad_round)
     assert board.pick_for("k") is None
     assert board.get_issue(1).status == "open"  # a refused pick leaves the issue alone
 

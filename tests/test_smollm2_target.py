@@ -173,3 +173,33 @@ def test_accuracy_fails_on_a_server_that_drops_the_last_token(model_dir, tmp_pat
     assert not data["passed"] and data["errors"] == 0 and data["failures"] == data["total"] == 4
     one = next(c for c in data["cases"] if c["id"] == "c-one-token" and c["phase"] == "alone")
     assert one["status"] == "mismatch" and one["got"] == "" and one["first_divergent_token"] == 0
+
+
+TRAJECTORY = TARGET.parents[1] / "trajectories" / "smollm2-chat-cpu"
+
+
+def apply_patch(tree: Path, name: str) -> None:
+    done = subprocess.run(["git", "apply", str(TRAJECTORY / "patches" / name)], cwd=tree,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"{name} does not apply: {done.stderr}"
+
+
+def test_demo_trajectory_patches_apply_and_the_gate_decides(model_dir, tmp_path):
+    """The scripted demo's patches, replayed as its rounds do (round 2's attempts build on round 1's
+    candidate, a2 on top of a1): bf16 must fail the checker, the final fp32 server must pass it all."""
+    tree = copy_seed(tmp_path / "seed")
+    subprocess.run(["git", "init", "-q"], cwd=tree, check=True)
+    apply_patch(tree, "01-dynamic-batching.patch")
+    apply_patch(tree, "02-bf16-weights.patch")
+    report = tmp_path / "bf16.json"
+    with serving(tree) as url:
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert json.loads(report.read_text())["failures"] > 0
+
+    apply_patch(tree, "02b-fp32-prefix-cache-fast-decode.patch")
+    report = tmp_path / "fast.json"
+    with serving(tree) as url:
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(report.read_text())["passed"]

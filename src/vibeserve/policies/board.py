@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from typing import Annotated, Literal
@@ -266,7 +267,8 @@ class IssueBoard:
         return out
 
     def resolve_commit(self, commit: str) -> str:
-        """The full sha of ``commit``: "best", "baseline", or an allowed start commit (or a unique prefix)."""
+        """The full sha of ``commit``: "best", "baseline", "round-N" (that round's kept or accepted
+        candidate), or an allowed start commit (or a unique prefix)."""
         run = self.store.run()
         commit = commit.strip()
         if commit == "baseline" or (commit == "best" and not run["best_commit"]):
@@ -276,7 +278,18 @@ class IssueBoard:
             return str(run["baseline_commit"])
         if commit == "best":
             return str(run["best_commit"])
-        allowed = [run["baseline_commit"], *(r["candidate"] for r in self._start_rounds())]
+        starts = self._start_rounds()
+        by_round = re.fullmatch(r"round[-_ ]?(\d+)", commit, flags=re.IGNORECASE)
+        if by_round:
+            n = int(by_round.group(1))
+            for r in starts:
+                if int(r["round"]) == n:
+                    return str(r["candidate"])
+            raise BoardError(
+                f"round {n} has no kept or accepted candidate to start from; use 'best', 'baseline', "
+                "or a round listed by list_candidates"
+            )
+        allowed = [run["baseline_commit"], *(r["candidate"] for r in starts)]
         allowed = list(dict.fromkeys(a for a in allowed if a))
         if commit in allowed:
             return commit
@@ -284,8 +297,8 @@ class IssueBoard:
         if len(matches) == 1:
             return matches[0]
         raise BoardError(
-            f"commit {commit!r} is not a start point; use 'best', 'baseline', or a commit from list_candidates "
-            "(the baseline or a kept or accepted round's candidate)"
+            f"commit {commit!r} is not a start point; use 'best', 'baseline', 'round-N', or a commit from "
+            "list_candidates (the baseline or a kept or accepted round's candidate)"
         )
 
     # -- memory ---------------------------------------------------------------------------------------

@@ -133,7 +133,8 @@ def build_server(store: RunStore, call_key: str, role: Role | str) -> MCPServer[
         """Choose the issue the next round works on and the commit it starts from.
 
         issue_id: an open or in_progress issue.
-        start_commit: "best" (the run's best commit), "baseline", or a commit listed by list_candidates.
+        start_commit: "best" (the run's best commit), "baseline", "round-N" (round N's candidate, kept or
+            accepted), or a commit listed by list_candidates.
         Calling it again in the same turn replaces the earlier pick.
         """
         return _agent_error(lambda: board.pick_next(call_key, issue_id, start_commit))
