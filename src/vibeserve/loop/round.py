@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate, is_gain
+from vibeserve.gates import is_gain
+from vibeserve.gates.session import GateJob, run_gate_session
 from vibeserve.loop.agents import AgentFailed, AgentRunner
-from vibeserve.process import CommandNotRunnable
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
 from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
@@ -37,6 +37,7 @@ class RoundEnv:
     prompt_context: dict[str, Any]
     best_metric: float | None
     progress: Any = None  # callable(str) for user-facing progress, or None
+    run_seed: int = 0  # with the round number, seeds the probe gate's fresh inputs
 
 
 def _say(env: RoundEnv, text: str) -> None:
@@ -52,19 +53,15 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
         return GateVerdict.model_validate(recorded)
     log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
     t0 = time.monotonic()
-    server = CandidateServer(
-        env.target, workdir, log_dir, "server",
+    job = GateJob(
+        gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha,
+        bench_lock=env.bench_lock, round=n, run_seed=env.run_seed,
+    )
+    verdict = run_gate_session(
+        job,
         on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
         on_stop=env.store.remove_process,
     )
-    try:
-        with server:
-            if gate is GateName.ACCURACY:
-                verdict = accuracy_gate(env.target, server, sha, log_dir)
-            else:
-                verdict = benchmark_gate(env.target, server, sha, log_dir, env.bench_lock)
-    except (ServerNotReady, CommandNotRunnable) as e:
-        verdict = GateVerdict(gate=gate, passed=False, commit=sha, reason=str(e), command=server.argv)
     # The gate's time includes starting and stopping the server: all of it is subprocess time, not ours.
     verdict = verdict.model_copy(update={"wall_s": time.monotonic() - t0})
     env.store.record_gate(n, attempt, verdict, step=step)
