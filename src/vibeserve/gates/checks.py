@@ -93,7 +93,9 @@ def benchmark_gate(
             name = f"bench-warmup{i}" if warm else f"bench{i - spec.warmup}"
             report_path = log_dir / f"{name}.json"
             report_path.unlink(missing_ok=True)
-            argv = target.render(spec.command, url=server.url, port=server.port, report=report_path)
+            responses = log_dir / f"{name}.responses.jsonl"
+            argv = target.render(spec.command, url=server.url, port=server.port, report=report_path,
+                                 responses=responses)
             try:
                 done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
             except CommandNotRunnable as e:
@@ -114,6 +116,11 @@ def benchmark_gate(
                                f"(keys: {', '.join(sorted(report))[:300]})")
             except ValueError as e:
                 return verdict(False, f"benchmark run {name}: {e}")
+            failed = report.get("failed")
+            if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
+                # A failed or cut-short request counts against the candidate, whatever the metric says.
+                return verdict(False, f"benchmark run {name}: {failed:g} request(s) failed; every request must "
+                               "complete for a measurement to count")
             if not warm:
                 samples.append(value)
                 reports.append(report)

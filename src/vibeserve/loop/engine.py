@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
 from vibeserve.gates import is_gain
+from vibeserve.gates.probes import audits
 from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.agents import AgentFailed, AgentRunner
-from vibeserve.loop.round import RoundEnv, run_gates, run_round
+from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.policies import make_policy
 from vibeserve.process import group_alive, kill_group
@@ -50,6 +52,9 @@ class RunConfig(BaseModel):
     schema_retries: int = Field(default=2, ge=0)
     benchmark: dict[str, Any] = Field(default_factory=dict)  # metric, direction, unit: for reports
     peers: list[dict[str, Any]] = Field(default_factory=list)  # [{name, metric}]: lines on the trajectory plot
+    # Seeds the probe gate's inputs and the audit's samples; drawn when the run is created, never shown to
+    # agents (set it only to reproduce a run's probes).
+    secret_seed: int | None = None
 
 
 class StopRun(Exception):
@@ -80,6 +85,7 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
     ensure_artifacts(target, run_dir / "logs")
     config = config.model_copy(update={
         "target": str(target.root),
+        "secret_seed": config.secret_seed if config.secret_seed is not None else secrets.randbits(62),
         "benchmark": {k: getattr(target.spec.benchmark, k) for k in ("metric", "direction", "unit")},
     })
     store = RunStore.create(run_dir)
@@ -145,10 +151,10 @@ class Engine:
         self.kill_leftovers()
         ensure_artifacts(self.target, self.dir / "logs")
         self.store.update_run(status="running", stop_reason="")
-        if self.target.spec.probes.kind != "none":
-            # Said out loud rather than skipped in silence: the target asks for a gate this version lacks.
-            self.progress(f"note: [probes] kind = {self.target.spec.probes.kind!r} is declared, but this version "
-                          "has no probe gate yet; only the checker and the benchmark gate candidates")
+        if self.target.spec.benchmark.audit_samples and not audits(self.target):
+            # Said out loud rather than skipped in silence.
+            self.progress("note: the benchmark command does not write {responses}, so its answers are not "
+                          "audited against the reference (add the placeholder to [benchmark].command)")
         try:
             self._baseline()
             reason = self._rounds(started)
@@ -171,7 +177,7 @@ class Engine:
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
-            progress=self.progress,
+            progress=self.progress, run_seed=self.config.secret_seed or 0,
         )
 
     def _baseline(self) -> None:
@@ -193,6 +199,12 @@ class Engine:
                 self.store.update_round(0, status=str(RoundStatus.FAILED), finished_at=time.time())
                 raise StopRun(f"the seed deliverable fails the accuracy gate, so there is nothing to improve on: "
                               f"{acc.reason}")
+            for gate in gates_in_order(self.target)[1:]:
+                verdict = run_gates(env, 0, 1, seed, path, gate)
+                if not verdict.passed:
+                    self.store.update_round(0, status=str(RoundStatus.FAILED), finished_at=time.time())
+                    raise StopRun(f"the seed deliverable fails the {gate} gate, so the target's [{gate}] settings "
+                                  f"or its reference need fixing: {verdict.reason}")
             bench = run_gates(env, 0, 1, seed, path, GateName.BENCHMARK)
             if not bench.passed:
                 self.store.update_round(0, status=str(RoundStatus.FAILED), finished_at=time.time())

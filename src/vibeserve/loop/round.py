@@ -7,13 +7,14 @@ any point resumes from its last finished step and never repeats an agent call or
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vibeserve.gates import is_gain
+from vibeserve.gates.deterministic import gates_in_order, run_gate
 from vibeserve.gates.session import GateJob, run_gate_session
+from vibeserve.gates.static import scan_diff
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
 from vibeserve.store import RunStore
@@ -52,18 +53,17 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
     if recorded is not None:
         return GateVerdict.model_validate(recorded)
     log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
-    t0 = time.monotonic()
-    job = GateJob(
-        gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha,
-        bench_lock=env.bench_lock, round=n, run_seed=env.run_seed,
-    )
-    verdict = run_gate_session(
-        job,
-        on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
-        on_stop=env.store.remove_process,
-    )
-    # The gate's time includes starting and stopping the server: all of it is subprocess time, not ours.
-    verdict = verdict.model_copy(update={"wall_s": time.monotonic() - t0})
+    job = GateJob(gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha,
+                  bench_lock=env.bench_lock, round=n)
+
+    def session(job: GateJob) -> GateVerdict:
+        return run_gate_session(
+            job,
+            on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
+            on_stop=env.store.remove_process,
+        )
+
+    verdict = run_gate(env.target, gate, job, session, env.run_seed, attempt, env.logs.parent / "reference-cache")
     env.store.record_gate(n, attempt, verdict, step=step)
     return verdict
 
@@ -109,18 +109,28 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         ws.reset(workdir, sha)
         store.update_round(n, candidate=sha, attempts=attempt)
 
-        _say(env, f"round {n} attempt {attempt}: accuracy gate")
-        acc = run_gates(env, n, attempt, sha, workdir, GateName.ACCURACY)
-        verdicts.append(acc)
-        if not acc.passed:
-            feedback = f"The accuracy gate failed:\n{acc.reason}"
-            last_status, last_reason = RoundStatus.REJECTED, f"accuracy gate: {acc.reason.splitlines()[0] if acc.reason else ''}"
+        checked = []
+        for gate in gates_in_order(env.target):
+            _say(env, f"round {n} attempt {attempt}: {gate} gate")
+            checked.append(run_gates(env, n, attempt, sha, workdir, gate))
+            if not checked[-1].passed:
+                break
+        verdicts.extend(checked)
+        if not checked[-1].passed:
+            why = checked[-1].reason
+            feedback = f"The {checked[-1].gate} gate failed:\n{why}"
+            last_status, last_reason = RoundStatus.REJECTED, f"{checked[-1].gate} gate: {why.splitlines()[0] if why else ''}"
             continue
 
         _say(env, f"round {n} attempt {attempt}: judge")
+        diff, changed = ws.diff(task.start_commit, sha), ws.changed_files(task.start_commit, sha)
+        findings = [str(f) for f in scan_diff(diff, env.target, workdir, changed)]
+        log_dir = env.logs / f"r{n:03d}" / f"a{attempt}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "static-findings.txt").write_text("".join(f + "\n" for f in findings))
         prompt = render_prompt(
-            Role.JUDGE, **ctx, task=task, verdicts=[acc], diff=ws.diff(task.start_commit, sha),
-            changed_files=ws.changed_files(task.start_commit, sha),
+            Role.JUDGE, **ctx, task=task, verdicts=checked, diff=diff, changed_files=changed,
+            static_findings=findings,
         )
         try:
             judge, _ = env.agents.ask(Role.JUDGE, f"{name}/a{attempt}/judge", prompt, workdir, n, attempt)

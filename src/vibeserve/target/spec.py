@@ -24,7 +24,7 @@ ALLOWED = {
     "deliverable.ready_url": {"port"},
     "accuracy": COMMON | {"url", "report", "port"},
     "probes": COMMON | {"url", "report", "port", "seed"},
-    "benchmark": COMMON | {"url", "report", "port"},
+    "benchmark": COMMON | {"url", "report", "port", "responses"},
 }
 
 
@@ -81,6 +81,9 @@ class Benchmark(Section):
     repeats: int = Field(default=3, ge=1)
     warmup: int = Field(default=0, ge=0)
     min_gain: float = Field(default=0.03, ge=0)
+    # Answers the benchmark received (written to {responses}) that are compared with the reference after
+    # each benchmark gate; 0 turns the output audit off.
+    audit_samples: int = Field(default=4, ge=0)
 
 
 class Budget(Section):

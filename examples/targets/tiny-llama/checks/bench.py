@@ -7,7 +7,8 @@
 per run and request, so no two prompts repeat and caching responses gains nothing. Output tokens are
 counted by re-encoding the received text with the target's tokenizer, never from the server's usage.
 
-Metric names follow ``vllm bench serve``. Any failed or cut-short request (non-200, malformed chunk,
+``--save-responses`` writes each measured request's prompt and received text (the framework audits a
+sample of them against the reference). Metric names follow ``vllm bench serve``. Any failed or cut-short request (non-200, malformed chunk,
 no ``data: [DONE]``, timeout) fails the whole run: exit status 1, with the errors in the report.
 """
 
@@ -32,6 +33,8 @@ NONCE_WORDS = 3  # ~500**3 combinations: a repeat within or across runs is vanis
 
 @dataclass
 class Result:
+    prompt: str = ""
+    text: str = ""
     output_tokens: int = 0
     ttft_s: float | None = None
     latency_s: float = 0.0
@@ -66,7 +69,7 @@ async def one_request(
         "temperature": 0,
         "stream": True,
     }
-    result, parts, done = Result(), [], False
+    result, parts, done = Result(prompt=prompt), [], False
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), client.stream("POST", url + "/v1/completions", json=body) as r:
@@ -93,6 +96,7 @@ async def one_request(
         result.error = f"{type(e).__name__}: {e}"
         return result
     result.latency_s = time.perf_counter() - start
+    result.text = "".join(parts)
     if not done:
         result.error = "stream ended without data: [DONE]"
     result.output_tokens = len(tokenizer.encode("".join(parts), add_special_tokens=False).ids)
@@ -156,7 +160,21 @@ async def bench(args, tokenizer: Tokenizer, words: list[str]) -> dict:
         run = Run(prompts=make_prompts(words, args.requests, body_seed=args.seed))
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(run, client, args, tokenizer) for _ in range(args.concurrency)))
-        return summarize(run, time.perf_counter() - start, args)
+        report = summarize(run, time.perf_counter() - start, args)
+    if args.save_responses is not None:
+        write_responses(args.save_responses, run.results, args.max_tokens)
+    return report
+
+
+def write_responses(path: Path, results: list[Result], max_tokens: int) -> None:
+    """One JSON line per measured request: what was sent and the text that came back (the same rows as
+    ``vibeserve.bench --save-responses``), so the framework can audit answers given under load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, r in enumerate(results):
+            row = {"index": i, "prompt": r.prompt, "max_tokens": max_tokens, "text": r.text,
+                   "ok": r.error is None, "error": r.error}
+            f.write(json.dumps(row) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed requests sent first")
     parser.add_argument("--timeout", type=float, default=60, help="seconds for each request")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompt bodies")
+    parser.add_argument("--save-responses", type=Path, help="JSONL of each measured request's prompt and text")
     args = parser.parse_args(argv)
     args.url = args.url.rstrip("/")
     if min(args.requests, args.concurrency, args.max_tokens) < 1 or args.warmup < 0:

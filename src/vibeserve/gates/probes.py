@@ -1,0 +1,273 @@
+"""The probe gate and the output audit: the candidate's answers to inputs it could not have prepared for,
+compared with the target's own reference.
+
+Probes are generated each round from a seed that only the framework knows (the run's secret seed and the
+round number), so neither an agent nor a candidate has seen them: a server that memorised the checker's
+prompts, or answers some prompts without the model, fails here. The audit takes a sample of the answers
+the benchmark itself received under load, so a server that is right when checked alone but wrong (or
+truncated) while it is being measured fails too; its requests are the benchmark's own, so a server cannot
+tell them apart.
+
+Ground truth always comes from the target's ``[reference]`` command, cached by request hash under the
+run directory so a request is never generated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vibeserve.errors import VibeserveError
+from vibeserve.process import CommandNotRunnable, clean_env, run
+from vibeserve.target.spec import Target
+
+# Plain English words: every tokenizer encodes them, and they make prompts of any length.
+WORDS = """
+time person year way day thing man world life hand part child eye woman place work week case point number
+group problem fact water river mountain city garden kitchen window music story letter question answer
+market station bridge forest winter summer morning evening light stone paper glass bread coffee apple
+orange horse bird fish dog cat tree flower cloud rain snow wind fire road ship train engine computer
+language history science doctor teacher student family friend village island ocean desert castle king
+queen robot planet star moon sun color green blue red yellow small large quick slow happy quiet bright
+dark cold warm old new first last early late simple strange careful gentle brave clever ancient modern
+build write read open close carry find give keep bring follow learn change move play turn start show
+""".split()  # noqa: SIM905 (a word list reads better as text)
+
+COMPLETION_TEMPLATES = [
+    "{words}",
+    "Once upon a time, {words}",
+    "The {a} and the {b}: {words}",
+    "Q: What is a {a}?\nA:",
+    "List of things about the {a}:\n1.",
+    "{words}. In summary,",
+]
+CHAT_TEMPLATES = [
+    "{words}",
+    "Tell me about the {a}. {words}",
+    "Write a short poem about a {a} and a {b}.",
+    "Explain in one sentence: {words}",
+    "What is the difference between a {a} and a {b}?",
+    "Continue this list: {a}, {b},",
+]
+
+
+class ReferenceFailed(VibeserveError):
+    """The target's reference command failed: a target problem, never the candidate's."""
+
+
+def make_probes(seed: int, count: int, max_tokens: int) -> list[dict[str, Any]]:
+    """``count`` requests in the reference's request format, alternating completion and chat, with prompts of
+    varied length and varied ``max_tokens`` (1, half, full), the last repeating the first prompt with another
+    ``max_tokens``; all determined by ``seed``."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 3, 8, 20, 48])))
+        fill = {"words": words, "a": rng.choice(WORDS), "b": rng.choice(WORDS)}
+        n = rng.choice([1, max(1, max_tokens // 2), max_tokens, max_tokens])
+        if i % 2 == 0:
+            text = rng.choice(COMPLETION_TEMPLATES).format(**fill)
+            out.append({"id": f"probe-{i}", "kind": "completion", "prompt": text, "max_tokens": n})
+        else:
+            text = rng.choice(CHAT_TEMPLATES).format(**fill)
+            messages = [{"role": "user", "content": text}]
+            if rng.random() < 0.3:
+                messages.insert(0, {"role": "system", "content": f"You answer like a {rng.choice(WORDS)} expert."})
+            out.append({"id": f"probe-{i}", "kind": "chat", "messages": messages, "max_tokens": n})
+    if count >= 3 and max_tokens > 1:
+        # The first prompt again with another length: a response cache keyed on the prompt alone answers
+        # it with the first answer.
+        again = dict(out[0], id=f"probe-{count - 1}")
+        again["max_tokens"] = 1 if out[0]["max_tokens"] != 1 else max_tokens
+        out[-1] = again
+    return out
+
+
+def round_seed(run_seed: int, round_no: int, purpose: str) -> int:
+    """A seed for one round and one purpose, derived from the run's secret seed."""
+    digest = hashlib.sha256(f"{run_seed}:{round_no}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def request_key(request: dict[str, Any]) -> str:
+    body = {k: v for k, v in request.items() if k != "id"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def reference_outputs(
+    target: Target, requests: list[dict[str, Any]], cache_dir: Path, log_dir: Path
+) -> list[dict[str, Any]]:
+    """The reference's output for each request (same order); only requests not in the cache are generated."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    keys = [request_key(r) for r in requests]
+    missing = {k: r for k, r in zip(keys, requests, strict=True) if not (cache_dir / f"{k}.json").exists()}
+    if missing:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=log_dir) as tmp:
+            inp, outp = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
+            todo = [{**r, "id": k} for k, r in missing.items()]
+            inp.write_text("".join(json.dumps(r) + "\n" for r in todo))
+            argv = target.render(target.spec.reference.command, input=inp, output=outp)
+            try:
+                done = run(argv, target.root, log_dir, "reference", target.spec.reference.timeout_s, env=clean_env())
+            except CommandNotRunnable as e:
+                raise ReferenceFailed(f"[reference].command cannot run: {e}") from None
+            if done.returncode != 0 or done.timed_out:
+                why = "timed out" if done.timed_out else f"exit {done.returncode}"
+                raise ReferenceFailed(f"[reference].command failed ({why}); see {log_dir}/reference.stderr:\n"
+                                      f"{done.tail(1500)}")
+            lines = [json.loads(x) for x in outp.read_text().splitlines() if x.strip()] if outp.exists() else []
+            if len(lines) != len(todo):
+                raise ReferenceFailed(f"[reference].command wrote {len(lines)} outputs for {len(todo)} requests")
+            for request, output in zip(todo, lines, strict=True):
+                (cache_dir / f"{request['id']}.json").write_text(json.dumps(output))
+    return [json.loads((cache_dir / f"{k}.json").read_text()) for k in keys]
+
+
+def compare(expected: dict[str, Any], got_text: str | None, error: str | None = None) -> dict[str, Any]:
+    """One probe's outcome: ``ok``, ``mismatch`` (with where the texts part) or ``error``."""
+    want = expected.get("text", "")
+    if error is not None:
+        return {"status": "error", "error": error[:300], "expected": want[:200]}
+    if got_text == want:
+        return {"status": "ok"}
+    got = got_text or ""
+    at = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
+    return {"status": "mismatch", "first_difference_at_char": at, "expected": want[:200], "got": got[:200]}
+
+
+def summarize(results: Iterable[dict[str, Any]]) -> tuple[bool, str]:
+    results = list(results)
+    bad = [r for r in results if r["status"] != "ok"]
+    if not bad:
+        return True, ""
+    first = bad[0]
+    detail = first.get("error") or f"expected {first['expected'][:80]!r}, got {first['got'][:80]!r}"
+    return False, f"{len(bad)} of {len(results)} differ from the reference (first, {first['id']}: {detail})"
+
+
+# -- asking the candidate -----------------------------------------------------------------------------------
+def _served_model(client: Any, url: str) -> str:
+    try:
+        data = client.get(url + "/v1/models", timeout=10).json()
+        return str(data["data"][0]["id"])
+    except Exception:  # a server without /v1/models still gets probed, under a neutral name
+        return "default"
+
+
+def _text_of(obj: dict[str, Any], chat: bool, stream: bool) -> str:
+    choice = obj["choices"][0]
+    if not chat:
+        text = choice.get("text")
+    else:
+        part = choice.get("delta") if stream else choice.get("message")
+        text = (part or {}).get("content")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"the answer's text is {text!r}")
+    return text or ""
+
+
+def ask(client: Any, url: str, model: str, request: dict[str, Any], stream: bool, timeout: float) -> str:
+    """The candidate's greedy answer to one reference-format request, as text (streamed or not)."""
+    chat = request["kind"] == "chat"
+    body: dict[str, Any] = {"model": model, "max_tokens": request["max_tokens"], "temperature": 0, "stream": stream}
+    body.update({"messages": request["messages"]} if chat else {"prompt": request["prompt"]})
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    if not stream:
+        r = client.post(url + path, json=body, timeout=timeout)
+        if r.status_code != 200:
+            raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
+        return _text_of(r.json(), chat, stream=False)
+    parts, done = [], False
+    with client.stream("POST", url + path, json=body, timeout=timeout) as r:
+        if r.status_code != 200:
+            raise ValueError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                done = True
+                break
+            parts.append(_text_of(json.loads(data), chat, stream=True))
+    if not done:
+        raise ValueError("the stream ended without data: [DONE]")
+    return "".join(parts)
+
+
+def ask_all(url: str, requests: list[dict[str, Any]], timeout: float) -> list[tuple[str | None, str | None]]:
+    """All requests but the last at once (half of them streamed), then the last alone, after the others
+    finished (it repeats the first prompt: a response cache has seen it by then); for each request,
+    (text, None) or (None, error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with httpx.Client(limits=httpx.Limits(max_connections=len(requests) + 1)) as client:
+        model = _served_model(client, url)
+
+        def one(i: int) -> tuple[str | None, str | None]:
+            try:
+                return ask(client, url, model, requests[i], stream=i % 4 in (1, 2), timeout=timeout), None
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+                return None, f"{type(e).__name__}: {e}"
+
+        together = range(len(requests) - 1) if len(requests) > 1 else range(len(requests))
+        with ThreadPoolExecutor(max_workers=max(1, len(together))) as pool:
+            answers = list(pool.map(one, together))
+        return answers + [one(i) for i in range(len(answers), len(requests))]
+
+
+# -- the output audit ---------------------------------------------------------------------------------------
+def audits(target: Target) -> bool:
+    """Whether benchmark answers are audited: the benchmark writes them ({responses}) and samples are asked."""
+    spec = target.spec.benchmark
+    return spec.audit_samples > 0 and any("{responses}" in a for a in spec.command)
+
+
+def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
+    if row.get("ignore_eos"):
+        return None  # the reference stops at end-of-sequence; such answers cannot be compared
+    if isinstance(row.get("messages"), list):
+        return {"id": f"audit-{i}", "kind": "chat", "messages": row["messages"], "max_tokens": row["max_tokens"]}
+    if isinstance(row.get("prompt"), str):
+        return {"id": f"audit-{i}", "kind": "completion", "prompt": row["prompt"], "max_tokens": row["max_tokens"]}
+    return None
+
+
+def audit_responses(target: Target, log_dir: Path, cache_dir: Path, seed: int, count: int) -> dict[str, Any]:
+    """Compares ``count`` answers the measured benchmark runs received (chosen by ``seed``) with the
+    reference. Fails when the benchmark wrote no answers, when any answer it recorded was a failure, or
+    when a sampled answer differs."""
+    files = sorted(log_dir.glob("bench[0-9]*.responses.jsonl"))
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    return {"passed": False, "reason": f"output audit: {f.name}:{n} is not JSON", "checked": 0}
+    if not rows:
+        return {"passed": False, "checked": 0,
+                "reason": "output audit: the benchmark wrote no answers to {responses}, so none could be checked"}
+    failed = [r for r in rows if r.get("ok") is False]
+    if failed:
+        return {"passed": False, "checked": 0, "reason": f"output audit: {len(failed)} benchmark request(s) "
+                f"recorded as failed (first: {failed[0].get('error')})"}
+    usable = [(i, req) for i, row in enumerate(rows) if (req := _as_request(row, i)) is not None]
+    if not usable:
+        return {"passed": True, "checked": 0, "reason": "", "note": "no answer could be compared (ignore_eos)"}
+    picked = random.Random(seed).sample(usable, min(count, len(usable)))
+    requests = [req for _, req in picked]
+    expected = reference_outputs(target, requests, cache_dir, log_dir)
+    results = [{"id": req["id"], **compare(exp, rows[i].get("text"))}
+               for (i, req), exp in zip(picked, expected, strict=True)]
+    passed, why = summarize(results)
+    return {"passed": passed, "checked": len(results), "of": len(rows), "results": results,
+            "reason": f"output audit: {why} under load" if why else ""}

@@ -1,0 +1,137 @@
+"""Probe inputs, the reference cache, comparisons, the output audit and the static diff checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vibeserve.gates.probes import (
+    ReferenceFailed,
+    audit_responses,
+    compare,
+    make_probes,
+    reference_outputs,
+    request_key,
+    round_seed,
+    summarize,
+)
+from vibeserve.gates.static import scan_diff
+from vibeserve.target.spec import load_target
+from vibeserve.testing.toy_target import make_toy_target
+
+# A stand-in reference: the answer is the prompt upper-cased; every request it sees is counted.
+ECHO = """
+import argparse, json, pathlib
+p = argparse.ArgumentParser(); p.add_argument("--in", dest="inp"); p.add_argument("--out"); a = p.parse_args()
+rows = [json.loads(x) for x in pathlib.Path(a.inp).read_text().splitlines() if x.strip()]
+with open("seen.log", "a") as f:
+    f.write("".join(r["id"] + "\\n" for r in rows))
+def text(r):
+    return (r.get("prompt") or r["messages"][-1]["content"]).upper()[: r["max_tokens"] * 4]
+pathlib.Path(a.out).write_text("".join(json.dumps({"id": r["id"], "text": text(r)}) + "\\n" for r in rows))
+"""
+
+
+@pytest.fixture
+def target(tmp_path: Path):
+    root = make_toy_target(tmp_path / "t")
+    (root / "reference.py").write_text(ECHO)
+    return load_target(root)
+
+
+def seen(target) -> list[str]:
+    log = target.root / "seen.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def test_probes_are_fresh_per_seed_varied_and_reproducible() -> None:
+    a, b = make_probes(1, 8, 16), make_probes(2, 8, 16)
+    assert a == make_probes(1, 8, 16) and a != b
+    assert {p["kind"] for p in a} == {"chat", "completion"}
+    assert len({p["max_tokens"] for p in a + b}) >= 2
+    lengths = {len((p.get("prompt") or p["messages"][-1]["content"]).split()) for p in a + b}
+    assert max(lengths) - min(lengths) >= 10
+    # The last one repeats the first prompt with another max_tokens (a prompt-keyed response cache fails it).
+    first, last = a[0], a[-1]
+    assert first.get("prompt") == last.get("prompt") and first["max_tokens"] != last["max_tokens"]
+    assert round_seed(7, 1, "probes-a1") != round_seed(7, 2, "probes-a1") != round_seed(8, 1, "probes-a1")
+
+
+def test_reference_outputs_are_cached_by_request_not_id(target, tmp_path: Path) -> None:
+    reqs = make_probes(3, 4, 8)
+    out = reference_outputs(target, reqs, tmp_path / "cache", tmp_path / "log")
+    assert [o["text"] for o in out] == [(r.get("prompt") or r["messages"][-1]["content"]).upper()[: r["max_tokens"] * 4]
+                                        for r in reqs]
+    assert len(seen(target)) == len({request_key(r) for r in reqs})
+    renamed = [dict(r, id=f"other-{i}") for i, r in enumerate(reqs)]
+    assert reference_outputs(target, renamed, tmp_path / "cache", tmp_path / "log") == out
+    assert len(seen(target)) == len({request_key(r) for r in reqs})  # nothing generated twice
+
+
+def test_a_failing_reference_is_a_target_error(target, tmp_path: Path) -> None:
+    (target.root / "reference.py").write_text("import sys; sys.exit(3)\n")
+    with pytest.raises(ReferenceFailed, match=r"\[reference\]\.command failed \(exit 3\)"):
+        reference_outputs(target, make_probes(1, 2, 4), tmp_path / "cache", tmp_path / "log")
+
+
+def test_compare_and_summarize_name_the_first_difference() -> None:
+    assert compare({"text": "abc"}, "abc") == {"status": "ok"}
+    bad = compare({"text": "abcdef"}, "abXdef")
+    assert bad["status"] == "mismatch" and bad["first_difference_at_char"] == 2
+    assert compare({"text": "abc"}, "ab")["first_difference_at_char"] == 2  # truncated
+    assert compare({"text": "abc"}, None, "HTTP 500")["status"] == "error"
+    ok, why = summarize([{"id": "p0", "status": "ok"}, {"id": "p1", **bad}])
+    assert not ok and why.startswith("1 of 2 differ from the reference (first, p1: expected 'abcdef', got 'abXdef')")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_audit_compares_a_sample_of_the_benchmarks_own_answers(target, tmp_path: Path) -> None:
+    rows = [{"prompt": f"words {i}", "max_tokens": 8, "text": f"WORDS {i}", "ok": True} for i in range(10)]
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    write_rows(tmp_path / "bench-warmup0.responses.jsonl", [{"prompt": "x", "max_tokens": 1, "text": "?", "ok": True}])
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=5, count=4)
+    assert result["passed"] and result["checked"] == 4 and result["of"] == 10  # warm-up answers are not audited
+
+    rows[3]["text"] = "WORDS 3 and more"  # wrong under load: every row is audited when count covers all
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=5, count=10)
+    assert not result["passed"] and "1 of 10 differ" in result["reason"] and "under load" in result["reason"]
+
+    rows[3] = {**rows[3], "ok": False, "error": "timeout"}
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    assert "recorded as failed (first: timeout)" in audit_responses(target, tmp_path, tmp_path / "c", 5, 4)["reason"]
+
+
+def test_audit_without_answers_fails(target, tmp_path: Path) -> None:
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=1, count=4)
+    assert not result["passed"] and "wrote no answers" in result["reason"]
+
+
+DIFF = '''diff --git a/server.py b/server.py
+--- a/server.py
++++ b/server.py
+@@ -10,3 +10,9 @@ def handle(prompt):
+ x = 1
++SEEN = {}
++    if prompt in SEEN: return SEEN[prompt]
++    expected = open("/work/examples/targets/tiny/checks/accuracy.py").read()
++    open("/etc/out.txt", "w").write(x)
++    ANSWER = "%s"
++    ids = tokenizer.encode(text)  # an honest line
+''' % ("z" * 300)
+
+
+def test_static_checks_point_at_suspicious_added_lines(target) -> None:
+    findings = scan_diff(DIFF.replace("/work/examples/targets/tiny", str(target.root)), target)
+    kinds = {(f.kind, f.line) for f in findings}
+    assert ("prompt_keyed_table", 12) in kinds
+    assert ("reads_target_files", 13) in kinds
+    assert ("write_outside", 14) in kinds
+    assert ("large_literal", 15) in kinds
+    assert not any(f.line == 16 for f in findings)
+    assert all(f.file == "server.py" for f in findings)
