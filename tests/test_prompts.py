@@ -38,7 +38,8 @@ def prompts(context: dict) -> dict[str, str]:
             workdir="/runs/x/worktrees/r002", start_command="python server.py --port {port}",
             artifacts={"table": "/t/artifacts/table.json"}, target_root="/t"),
         "judge": render_prompt(Role.JUDGE, **context, task=TASK, verdicts=[verdict], diff="+batch = []",
-                               changed_files=["server.py"]),
+                               changed_files=["server.py"],
+                               static_findings=["prompt_keyed_table: server.py:12: seen[prompt] = out"]),
         "evaluator": render_prompt(Role.EVALUATOR, **context, task=TASK, metric=2.5, samples=[2.5, 2.5], spread=0.0,
                                    best_before=2.0, baseline=1.0, repeats=2, workdir="/runs/x/worktrees/r002"),
     }
