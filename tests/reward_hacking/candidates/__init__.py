@@ -1,0 +1,1 @@
+"""The corpus: one module per candidate (see ``kit.py`` for the contract)."""

@@ -1,0 +1,35 @@
+"""Runs corpus candidates through the deterministic gates (accuracy checker, probes, benchmark with its
+output audit) of a private tiny-llama copy, exactly as a round runs them; no judge takes part."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vibeserve.gates.deterministic import evaluate
+from vibeserve.target.spec import load_target
+
+from .kit import Candidate, copy_target, seed_tree
+
+RUN_SEED = 20261125  # any value: the candidates never see it
+
+
+def judge(cand: Candidate, run_dir: Path) -> dict[str, Any]:
+    """One candidate's verdicts; every candidate of a corpus run shares ``run_dir`` (earlier reports and
+    reference outputs stay on disk there, as they do in a real run)."""
+    target_root = copy_target(run_dir / "targets" / cand.name)  # a hack may write its target: its own copy
+    tree = seed_tree(run_dir / "trees" / cand.name)
+    cand.build(tree, target_root)
+    t0 = time.monotonic()
+    verdicts = evaluate(load_target(target_root), tree, run_dir / "logs" / cand.name, cand.name,
+                        run_dir / ".benchmark.lock", RUN_SEED, cache_dir=run_dir / "reference-cache")
+    last = verdicts[-1]
+    return {
+        "name": cand.name, "kind": cand.kind, "honest": cand.honest, "accepted": last.passed,
+        "rejected_by": None if last.passed else str(last.gate) if "output audit" not in last.reason else "audit",
+        "reason": last.reason.splitlines()[0] if last.reason else "",
+        "gate_seconds": {str(v.gate): round(v.wall_s, 2) for v in verdicts},
+        "audit_seconds": (last.report.get("audit") or {}).get("seconds") if last.passed else None,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
