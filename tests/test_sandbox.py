@@ -30,16 +30,17 @@ needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
     reason="bubblewrap (bwrap) is not installed: `apt-get install -y bubblewrap` (scripts/setup.sh does)")
 
-# Tries to open each path given (JSON list) for appending; prints {path: "ok" | the error}.
+# For each path given (JSON list): whether it is visible, then the outcome of opening it for appending.
 WRITE_PROBE = """
-import json, sys
+import json, os, sys
 out = {}
 for p in json.loads(sys.argv[1]):
+    seen = os.path.exists(p)
     try:
         open(p, "a").close()
-        out[p] = "ok"
+        out[p] = [seen, "ok"]
     except OSError as e:
-        out[p] = e.strerror
+        out[p] = [seen, e.strerror]
 print(json.dumps(out))
 """
 
@@ -51,13 +52,15 @@ srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 child = subprocess.Popen([sys.executable, "-c", "import socket, sys; s = socket.create_connection(('127.0.0.1', "
                           "int(sys.argv[1]))); s.sendall(b'over loopback'); s.close()", str(srv.getsockname()[1])])
 conn, _ = srv.accept(); got = conn.recv(100).decode(); child.wait()
+store_visible = os.path.exists(sys.argv[-1])
 writes = {}
 for p in sys.argv[1:]:
     try:
         open(p, "a").close(); writes[p] = "ok"
     except OSError as e:
         writes[p] = e.strerror
-print(json.dumps({"ifaces": ifaces, "key": os.environ.get("OPENAI_API_KEY"), "loopback": got, "writes": writes}))
+print(json.dumps({"ifaces": ifaces, "key": os.environ.get("OPENAI_API_KEY"), "loopback": got, "writes": writes,
+                  "store_visible": store_visible}))
 """
 
 
@@ -100,28 +103,36 @@ def test_an_agent_writes_its_worktree_and_nothing_of_the_target_git_or_store(lay
                                                                             tmp_path: Path) -> None:
     target, run_dir, workdir, repo = layout["target"], layout["run"], layout["workdir"], layout["repo"]
     home = tmp_path / "call-home"
-    blocked = [target / "new.txt", target / "checks" / "accuracy.py", workdir / ".git", repo / ".git" / "config",
-               repo / ".git" / "worktrees" / "r001" / "HEAD", repo / "server.py", run_dir / "run.db",
-               run_dir / "memory.md"]
-    # Beside the run, under the host's /tmp, is hidden by the private /tmp: a write there lands in it.
-    allowed = [workdir / "server.py", workdir / "new_file.py", home / "config.json", tmp_path / "beside.txt"]
+    read_only = [target / "new.txt", target / "checks" / "accuracy.py", workdir / ".git", repo / ".git" / "config",
+                 repo / ".git" / "worktrees" / "r001" / "HEAD", repo / "server.py"]
+    # The rest of the run directory (the store, logs, transcripts) is not there at all.
+    hidden = [run_dir / "run.db", run_dir / "transcripts" / "other-call.jsonl"]
+    writable = [workdir / "server.py", workdir / "new_file.py", home / "config.json"]
+    hidden[1].write_text('{"type": "start"}\n')
+    before = {p: p.read_bytes() for p in hidden}
     host_tmp = Path("/tmp") / f"vibeserve-host-{uuid.uuid4().hex}"
     host_tmp.write_text("the host's /tmp")
     inside_tmp = Path("/tmp") / f"vibeserve-inside-{uuid.uuid4().hex}"
     check_tmp = (f"import os; open({str(inside_tmp)!r}, 'w').write('x'); "
                  f"print(os.path.exists({str(host_tmp)!r}))")
     sandbox = Sandbox.for_run("bwrap", run_dir, target)
-    probe = run(sandbox.agent_argv([sys.executable, "-c", WRITE_PROBE, json.dumps([str(p) for p in blocked + allowed])],
-                                   workdir, [home]), workdir, tmp_path / "logs", "probe", 60, env=clean_env())
+    paths = json.dumps([str(p) for p in read_only + hidden + writable])
+    probe = run(sandbox.agent_argv([sys.executable, "-c", WRITE_PROBE, paths], workdir, [home]), workdir,
+                tmp_path / "logs", "probe", 60, env=clean_env())
     tmp = run(sandbox.agent_argv([sys.executable, "-c", check_tmp], workdir), workdir, tmp_path / "logs", "tmp", 60,
+              env=clean_env())
+    git = run(sandbox.agent_argv(["git", "log", "--oneline"], workdir), workdir, tmp_path / "logs", "git", 60,
               env=clean_env())
     host_tmp.unlink()
     assert probe.returncode == 0, probe.tail()
     result = json.loads(probe.stdout_path.read_text())
-    assert {p: result[str(p)] for p in blocked} == {p: "Read-only file system" for p in blocked}
-    assert {p: result[str(p)] for p in allowed} == {p: "ok" for p in allowed}
+    assert {p: result[str(p)][1] for p in read_only} == {p: "Read-only file system" for p in read_only}
+    assert {p: result[str(p)][0] for p in hidden} == {p: False for p in hidden}  # not visible
+    assert {p: p.read_bytes() for p in hidden} == before  # and not changed (a write lands in an empty tmpfs)
+    assert {p: result[str(p)][1] for p in writable} == {p: "ok" for p in writable}
     assert (workdir / "new_file.py").exists() and not (target / "new.txt").exists()
-    assert not (tmp_path / "beside.txt").exists()
+    # git can read the worktree's history (the run repo is in view, read-only)
+    assert git.returncode == 0 and "seed deliverable" in git.stdout_path.read_text(), git.tail()
     # /tmp is private: the host's files are not there, and what the agent writes there goes nowhere
     assert tmp.returncode == 0 and tmp.stdout_path.read_text().strip() == "False", tmp.tail()
     assert not inside_tmp.exists()
@@ -133,7 +144,8 @@ def test_a_gate_has_only_loopback_no_credentials_and_writes_only_its_logs(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     workdir, logs = layout["workdir"], layout["run"] / "logs" / "gate"
     sandbox = Sandbox.for_run("bwrap", layout["run"], layout["target"])
-    paths = [logs / "report.json", workdir / "server.py", layout["target"] / "checks" / "bench.py"]
+    paths = [logs / "report.json", workdir / "server.py", layout["target"] / "checks" / "bench.py",
+             layout["run"] / "run.db"]
     done = run(sandbox.gate_argv([sys.executable, "-c", GATE_PROBE, *map(str, paths)], workdir, [logs]), workdir,
                tmp_path / "logs", "gate", 60, env=clean_env())
     assert done.returncode == 0, done.tail()
@@ -142,7 +154,8 @@ def test_a_gate_has_only_loopback_no_credentials_and_writes_only_its_logs(
     assert seen["key"] is None
     assert seen["loopback"] == "over loopback"
     assert seen["writes"] == {str(paths[0]): "ok", str(paths[1]): "Read-only file system",
-                              str(paths[2]): "Read-only file system"}
+                              str(paths[2]): "Read-only file system", str(paths[3]): "ok"}
+    assert seen["store_visible"] is False  # the run store (and the run's seed in it) is hidden from candidates
 
 
 @needs_bwrap
@@ -165,6 +178,24 @@ def test_stopping_a_gate_session_leaves_no_process_even_one_that_left_the_group(
     done = proc.wait(timeout_s=0.1)  # the timeout path: the group is killed
     assert done.timed_out
     assert no_leftovers(marker) == []
+
+
+@needs_bwrap
+def test_a_gate_session_that_dies_is_a_failed_verdict_naming_its_log(layout: dict[str, Path], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from vibeserve.gates.session import GateJob, run_sandboxed
+
+    sandbox = Sandbox.for_run("bwrap", layout["run"], layout["target"])
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the session's interpreter: exits 1 at once
+    job = GateJob(gate="accuracy", target_root=layout["target"], workdir=layout["workdir"],
+                  log_dir=tmp_path / "gate", commit="abc", bench_lock=tmp_path / ".benchmark.lock")
+    groups: list[tuple[str, int]] = []
+    verdict = run_sandboxed(job, sandbox, on_start=lambda g: groups.append(("start", g)),
+                            on_stop=lambda g: groups.append(("stop", g)))
+    assert not verdict.passed and verdict.commit == "abc"
+    assert "ended with exit code 1 and wrote no verdict" in verdict.reason
+    assert str(tmp_path / "gate" / "session.stderr") in verdict.reason
+    assert [what for what, _ in groups] == ["start", "stop"] and groups[0][1] == groups[1][1]
 
 
 @needs_bwrap
@@ -386,7 +417,7 @@ def test_a_cli_agent_runs_boxed_and_reaches_its_mcp_server_through_the_relay(lay
         store.close()
     assert result.exit_reason == ExitReason.OK, result.error
     seen = json.loads(result.reply["summary"])
-    assert seen == {"mcp_error": False, paths[0]: "ok", paths[1]: "Read-only file system",
-                    paths[2]: "Read-only file system"}
+    # run.db is not in the agent's view: the "write" lands in the empty tmpfs that hides the run directory
+    assert seen == {"mcp_error": False, paths[0]: "ok", paths[1]: "ok", paths[2]: "Read-only file system"}
     assert titles == ["Filed by the agent"]  # the store was written, by the server outside the box
     assert no_leftovers(f"--run-dir {run_dir}") == []

@@ -1,10 +1,11 @@
 """The sandbox agents and candidates run in: bubblewrap (``bwrap``), or ``none`` when the user turns it off.
 
 Both kinds of sandbox see the whole file system read-only, a private ``/tmp`` and their own PID namespace,
-and die with the process that started them. An agent writes only its worktree (whose ``.git`` entry stays
-read-only) and the per-call directories its harness names; it keeps the host network, to reach its model
-API. A gate session (candidate server, checker, benchmark) writes only its log directory and the benchmark
-lock, and has no network but loopback. Killing the outer ``bwrap`` process group (``process.kill_group``)
+and die with the process that started them. The run directory is hidden from both (its store holds what
+agents must not read, such as the run's seed), except the run repo and the tree they work on. An agent
+writes only its worktree (whose ``.git`` entry stays read-only) and the per-call directories its harness
+names; it keeps the host network, to reach its model API. A gate session (candidate server, checker,
+benchmark) writes only its log directory and the benchmark lock, and has no network but loopback. Killing the outer ``bwrap`` process group (``process.kill_group``)
 takes everything inside with it: ``--die-with-parent`` kills the namespace's init, and the kernel the rest.
 """
 
@@ -39,18 +40,20 @@ class Sandbox:
     """Wraps agent and gate commands for one run; mode ``none`` hands every argv back unchanged."""
 
     def __init__(self, mode: SandboxMode | str = SandboxMode.BWRAP, visible: Iterable[Path] = (),
-                 protect: Iterable[Path] = (), binary: str | None = None):
+                 protect: Iterable[Path] = (), hidden: Iterable[Path] = (), binary: str | None = None):
         self.mode = SandboxMode(mode)
         # The private /tmp hides the host's; what the run needs from there is bound back, read-only.
         self.visible = [*(Path(p).resolve() for p in visible), *_own_paths()]
         # Kept read-only even where they lie under a writable bind (the target, the run store).
         self.protect = [Path(p).resolve() for p in protect]
+        # Replaced by an empty tmpfs; what a command needs from inside is bound back.
+        self.hidden = [Path(p).resolve() for p in hidden]
         self.binary = binary or os.environ.get(BWRAP_ENV) or shutil.which("bwrap") or "bwrap"
 
     @classmethod
     def for_run(cls, mode: SandboxMode | str, run_dir: Path, target_root: Path) -> Sandbox:
-        return cls(mode, visible=[run_dir, target_root],
-                   protect=[target_root, run_dir / "run.db", run_dir / "repo"])
+        """The sandbox of one run: its directory hidden, its repo and the target read-only."""
+        return cls(mode, visible=[run_dir, target_root], protect=[target_root, run_dir / "repo"], hidden=[run_dir])
 
     @property
     def active(self) -> bool:
@@ -60,7 +63,7 @@ class Sandbox:
         """Raise ``SandboxError`` unless bwrap runs here with the namespaces the gates need."""
         if not self.active:
             return
-        argv = [*self._base([], []), "--unshare-net", "true"]
+        argv = [*self._base([], [], []), "--unshare-net", "true"]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         except OSError as e:
@@ -79,7 +82,9 @@ class Sandbox:
         if not self.active:
             return list(argv)
         workdir = Path(workdir).resolve()
-        args = self._base([workdir, *(Path(p).resolve() for p in writable)], [_install_root(argv[0])])
+        # The run repo stays in view, read-only, so git can read the worktree's history.
+        shown = [*(h / "repo" for h in self.hidden)]
+        args = self._base([workdir, *(Path(p).resolve() for p in writable)], [_install_root(argv[0])], shown)
         # A worktree's .git is a file pointing into the run repo; with it read-only, so is the history.
         dotgit = workdir / ".git"
         if dotgit.exists() or dotgit.is_symlink():
@@ -90,18 +95,26 @@ class Sandbox:
         """A gate session: only ``writable`` (made if missing) writable, no network but loopback."""
         if not self.active:
             return list(argv)
-        args = self._base([Path(p).resolve() for p in writable], [_install_root(argv[0])])
-        return [*args, "--unshare-net", "--chdir", str(Path(cwd).resolve()), "--", *argv]
+        cwd = Path(cwd).resolve()
+        args = self._base([Path(p).resolve() for p in writable], [_install_root(argv[0])], [cwd])
+        return [*args, "--unshare-net", "--chdir", str(cwd), "--", *argv]
 
-    def _base(self, writable: list[Path], readable: list[Path]) -> list[str]:
+    def _base(self, writable: list[Path], readable: list[Path], shown: list[Path]) -> list[str]:
+        """Read-only root, devices, private /tmp; ``shown`` stays visible (read-only) inside a hidden path."""
         args = [self.binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for pattern in DEVICE_GLOBS:
             for dev in sorted(glob.glob(pattern)):
                 args += ["--dev-bind-try", dev, dev]
-        shown: list[Path] = []
+        bound: list[Path] = []
         for path in sorted({*self.visible, *readable}, key=lambda p: len(p.parts)):
-            if path.is_relative_to(TMP) and path.exists() and not any(path.is_relative_to(s) for s in shown):
-                shown.append(path)
+            if path.is_relative_to(TMP) and path.exists() and not any(path.is_relative_to(b) for b in bound):
+                bound.append(path)
+                args += ["--ro-bind", str(path), str(path)]
+        for path in self.hidden:
+            if path.is_dir():
+                args += ["--tmpfs", str(path)]
+        for path in shown:
+            if path.exists() and any(path.is_relative_to(h) for h in self.hidden):
                 args += ["--ro-bind", str(path), str(path)]
         for path in writable:
             if not path.exists():
