@@ -5,8 +5,9 @@ and die with the process that started them. The run directory is hidden from bot
 agents must not read, such as the run's seed), except the run repo and the tree they work on. An agent
 writes only its worktree (whose ``.git`` entry stays read-only) and the per-call directories its harness
 names; it keeps the host network, to reach its model API. A gate session (candidate server, checker,
-benchmark) writes only its log directory and the benchmark lock, and has no network but loopback. Killing the outer ``bwrap`` process group (``process.kill_group``)
-takes everything inside with it: ``--die-with-parent`` kills the namespace's init, and the kernel the rest.
+benchmark) writes only its log directory and the benchmark lock, and has no network but loopback.
+Killing the outer ``bwrap`` process group (``process.kill_group``) takes everything inside with it:
+``--die-with-parent`` kills the namespace's init, and the kernel the rest.
 """
 
 from __future__ import annotations
