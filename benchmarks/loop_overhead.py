@@ -45,12 +45,14 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--sandbox", choices=["bwrap", "none"], default="bwrap", help="as `vibeserve run --sandbox`")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         target = make_toy_target(root / "toy", rounds=args.rounds)
         traj = trajectory(root / "traj", args.rounds)
-        config = RunConfig(run_id="overhead", target=str(target), harness_options={"trajectory": str(traj)})
+        config = RunConfig(run_id="overhead", target=str(target), harness_options={"trajectory": str(traj)},
+                           sandbox=args.sandbox)
         run_dir = create_run(root / "runs", config)
         engine = Engine(run_dir)
         t0 = time.monotonic()
@@ -72,6 +74,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "loop_overhead",
         "rounds": args.rounds,
+        "sandbox": args.sandbox,
         "statuses": statuses,
         "run_wall_s": round(total, 3),
         "overhead_ms_median": round(statistics.median(overhead), 1),

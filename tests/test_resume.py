@@ -115,8 +115,10 @@ def test_resume_after_sigkill_at_every_step_matches_an_uninterrupted_run(tmp_pat
     plain_target = make_toy_target(tmp_path / "plain")
     plain_log = tmp_path / "plain.log"
     plain = trajectory(make, plain_log, markers=None)
+    # No sandbox: a check's kill must reach the vibeserve process, which a gate sandbox's PID namespace hides
+    # (test_sandbox kills a sandboxed run mid-gate and resumes it).
     cli("run", str(plain_target), "--trajectory", str(plain), "--runs-dir", str(tmp_path / "runs"), "--run-id",
-        "plain", "--no-report", check=True)
+        "plain", "--no-report", "--sandbox", "none", check=True)
     expected = final_state(tmp_path / "runs" / "plain")
 
     # the same run, killed at six different steps
@@ -127,7 +129,7 @@ def test_resume_after_sigkill_at_every_step_matches_an_uninterrupted_run(tmp_pat
     log = tmp_path / "killed.log"
     traj = trajectory(make, log, markers)
     out = cli("run", str(killed_target), "--trajectory", str(traj), "--runs-dir", str(tmp_path / "runs"),
-              "--run-id", "killed", "--no-report")
+              "--run-id", "killed", "--no-report", "--sandbox", "none")
     kills = 0
     while out.returncode == -signal.SIGKILL:
         kills += 1

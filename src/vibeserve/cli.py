@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vibeserve.errors import RunNotFound, VibeserveError
+from vibeserve.sandbox import SandboxMode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
 # Logs and CI capture output: give tables room instead of 80 columns when not on a terminal.
@@ -22,6 +23,8 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs live.", envvar="VIBESERVE_RUNS")]
+SANDBOX_HELP = ("Isolation for agents and candidates: bwrap (bubblewrap; the run stops if it cannot start) "
+                "or none (no isolation).")
 
 
 def _run_dir(runs_dir: Path, run_id: str | None) -> Path:
@@ -78,6 +81,7 @@ def run(
     policy: Annotated[str | None, typer.Option(help="Outer-loop policy: issue-tracker.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+    sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
 ) -> None:
     """Start a new run on TARGET."""
     from vibeserve.loop.engine import RunConfig, create_run
@@ -87,7 +91,8 @@ def run(
     data = _load_run_config(config)
     data.setdefault("run_id", run_id or time.strftime("%Y%m%d-%H%M%S-") + spec.name)
     data["target"] = str(target)
-    for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("policy", policy)):
+    for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("policy", policy),
+                       ("sandbox", sandbox)):
         if value is not None:
             data[key] = value
     for opt in harness_option or []:
@@ -109,15 +114,21 @@ def run(
 
 
 @app.command()
-def resume(run_id: str, runs_dir: RunsDir = Path("runs"), report: bool = True) -> None:
+def resume(
+    run_id: str,
+    runs_dir: RunsDir = Path("runs"),
+    report: bool = True,
+    sandbox: Annotated[SandboxMode | None, typer.Option(
+        help=SANDBOX_HELP + " [default: the mode the run started with]")] = None,
+) -> None:
     """Continue RUN_ID after a crash or a kill, from its last finished step."""
-    _drive(_run_dir(runs_dir, run_id), report)
+    _drive(_run_dir(runs_dir, run_id), report, sandbox)
 
 
-def _drive(run_dir: Path, write_report: bool) -> None:
+def _drive(run_dir: Path, write_report: bool, sandbox: SandboxMode | None = None) -> None:
     from vibeserve.loop.engine import Engine
 
-    engine = Engine(run_dir, progress=lambda s: console.print(s, markup=False))
+    engine = Engine(run_dir, progress=lambda s: console.print(s, markup=False), sandbox=sandbox)
     try:
         engine.run()
     finally:

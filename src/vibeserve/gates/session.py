@@ -1,7 +1,8 @@
 """One gate session: start the candidate, run one gate against it, stop it, return the verdict.
 
 A session is described by a ``GateJob`` (plain data), so it can run in this process or, isolated, in a
-child process (``python -m vibeserve.gates.session JOB.json VERDICT.json``) that sees only loopback.
+child process (``python -m vibeserve.gates.session JOB.json VERDICT.json``) inside the gate sandbox, where
+server, checker and benchmark share one network namespace with only loopback in it (``run_sandboxed``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from vibeserve.gates.checks import accuracy_gate, benchmark_gate
 from vibeserve.gates.probes import ask_all
 from vibeserve.gates.server import CandidateServer, ServerNotReady
-from vibeserve.process import CommandNotRunnable, clean_env, run
+from vibeserve.process import CommandNotRunnable, clean_env, run, spawn
+from vibeserve.sandbox import Sandbox
 from vibeserve.target.spec import Target, load_target
 from vibeserve.types import GateName, GateVerdict
 
@@ -81,6 +83,64 @@ def probe_gate(target: Target, server: CandidateServer, job: GateJob) -> GateVer
     answers = ask_all(server.url, requests, timeout=spec.timeout_s)
     return GateVerdict(**common, passed=True, report={"answers": [{"text": t, "error": e} for t, e in answers]},
                        command=[f"{len(requests)} probe requests to {server.url}"], wall_s=time.monotonic() - t0)
+
+
+def session_timeout(target: Target, gate: GateName) -> float:
+    """A bound on a whole session: every step inside has its own timeout; this one catches a hung session.
+
+    The benchmark lock is waited for without a limit in process too, so the run's wall-clock budget is
+    the benchmark session's allowance for it.
+    """
+    spec = target.spec
+    grace = 120.0
+    if gate is GateName.BENCHMARK:
+        runs = spec.benchmark.warmup + spec.benchmark.repeats
+        return spec.deliverable.ready_timeout_s + runs * spec.benchmark.timeout_s + spec.budget.max_wall_h * 3600 + grace
+    step = spec.probes.timeout_s + spec.reference.timeout_s if gate is GateName.PROBES else spec.accuracy.timeout_s
+    return spec.deliverable.ready_timeout_s + step + grace
+
+
+def run_sandboxed(
+    job: GateJob,
+    sandbox: Sandbox,
+    on_start: Callable[[int], None] | None = None,
+    on_stop: Callable[[int], None] | None = None,
+) -> GateVerdict:
+    """Run the session as a child process inside ``sandbox`` with no credentials in its environment.
+
+    ``on_start``/``on_stop`` get the child's process group (the sandbox, and all inside it, goes with it).
+    A session that dies or writes no verdict is a failed verdict naming its log.
+    """
+    target = load_target(job.target_root)
+    job.log_dir.mkdir(parents=True, exist_ok=True)
+    job.bench_lock.parent.mkdir(parents=True, exist_ok=True)
+    job.bench_lock.touch()  # bound into the sandbox as a file, so the flock is shared with other runs
+    job_path, verdict_path = job.log_dir / "session-job.json", job.log_dir / "session-verdict.json"
+    job_path.write_text(job.model_dump_json())
+    verdict_path.unlink(missing_ok=True)
+    inner = [sys.executable, "-m", "vibeserve.gates.session", str(job_path), str(verdict_path)]
+    argv = sandbox.gate_argv(inner, job.workdir, writable=[job.log_dir, job.bench_lock])
+    timeout = session_timeout(target, job.gate)
+    try:
+        proc = spawn(argv, job.workdir, job.log_dir, "session", env=clean_env())
+    except CommandNotRunnable as e:
+        return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), command=argv)
+    if on_start:
+        on_start(proc.pgid)
+    try:
+        done = proc.wait(timeout)
+    finally:
+        proc.stop()
+        if on_stop:
+            on_stop(proc.pgid)
+    try:
+        return GateVerdict.model_validate_json(verdict_path.read_text())
+    except (OSError, ValueError):
+        pass
+    why = (f"did not finish within {timeout:.0f} s and was killed" if done.timed_out
+           else f"ended with exit code {done.returncode} and wrote no verdict")
+    return GateVerdict(gate=job.gate, passed=False, commit=job.commit, command=argv,
+                       reason=f"the {job.gate} gate session {why}; see {done.stderr_path}:\n{done.tail(2000)}")
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript, agent_env, find_binary
+from vibeserve.mcp_relay import McpRelay
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 PACKAGE = "@anthropic-ai/claude-code@2.1.328"
@@ -24,13 +26,16 @@ PROVIDER_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 class ClaudeHarness:
     """Options: ``binary``, ``base_url`` (an Anthropic Messages endpoint root, without /v1),
-    ``max_retries`` (default 2), ``api_timeout_ms``, ``prices`` (a price-table file)."""
+    ``max_retries`` (default 2), ``api_timeout_ms``, ``prices`` (a price-table file). The CLI runs in
+    ``sandbox``; its MCP servers run outside it, reached through an ``McpRelay``."""
 
     name = "claude"
 
     def __init__(self, binary: str | None = None, base_url: str | None = None, max_retries: int = 2,
-                 api_timeout_ms: int = 600_000, prices: str | None = None, **_: Any):
+                 api_timeout_ms: int = 600_000, prices: str | None = None, sandbox: Sandbox | None = None,
+                 **_: Any):
         self.binary_opt, self.base_url = binary, base_url
+        self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.max_retries, self.api_timeout_ms = int(max_retries), int(api_timeout_ms)
         self.prices = PriceTable.load(Path(prices) if prices else None)
         self.binary = ""
@@ -65,8 +70,11 @@ class ClaudeHarness:
         started = time.monotonic()
         with Transcript(call, self.name) as log:
             try:
-                done = process.run(self.argv(call), call.workdir, work, "claude", call.timeout_s,
-                                   env=agent_env(PROVIDER_VARS, extra))
+                with McpRelay(call.mcp_servers, call.workdir, work, enabled=self.sandbox.active) as relay:
+                    relayed = call.model_copy(update={"mcp_servers": relay.servers})
+                    argv = self.sandbox.agent_argv(self.argv(relayed), call.workdir, [work, *relay.binds])
+                    done = process.run(argv, call.workdir, work, "claude", call.timeout_s,
+                                       env=agent_env(PROVIDER_VARS, extra))
             except process.CommandNotRunnable as e:
                 log.event("error", error=str(e))
                 return AgentResult(reply=None, exit_reason=ExitReason.ERROR, wall_s=0.0, error=str(e),

@@ -15,6 +15,8 @@ from typing import Any
 from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript, agent_env, find_binary
+from vibeserve.mcp_relay import McpRelay
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 PACKAGE = "@openai/codex@0.169.0"
@@ -32,13 +34,15 @@ def _toml(value: Any) -> str:
 class CodexHarness:
     """Options: ``binary``, ``base_url`` (an OpenAI Responses endpoint; default: Codex's own provider),
     ``env_key`` (the variable holding its key, default OPENAI_API_KEY), ``catalog`` (a model catalog
-    JSON), ``prices`` (a price-table file)."""
+    JSON), ``prices`` (a price-table file). The CLI runs in ``sandbox``; its MCP servers run outside it,
+    reached through an ``McpRelay``."""
 
     name = "codex"
 
     def __init__(self, binary: str | None = None, base_url: str | None = None, env_key: str = "OPENAI_API_KEY",
-                 catalog: str | None = None, prices: str | None = None, **_: Any):
+                 catalog: str | None = None, prices: str | None = None, sandbox: Sandbox | None = None, **_: Any):
         self.binary_opt, self.base_url, self.env_key, self.catalog = binary, base_url, env_key, catalog
+        self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.prices = PriceTable.load(Path(prices) if prices else None)
         self.binary = ""
 
@@ -80,8 +84,11 @@ class CodexHarness:
         started = time.monotonic()
         with Transcript(call, self.name) as log:
             try:
-                done = process.run(self.argv(call, schema, last), call.workdir, work, "codex", call.timeout_s,
-                                   env=env)
+                with McpRelay(call.mcp_servers, call.workdir, work, enabled=self.sandbox.active) as relay:
+                    relayed = call.model_copy(update={"mcp_servers": relay.servers})
+                    argv = self.sandbox.agent_argv(self.argv(relayed, schema, last), call.workdir,
+                                                   [home, work, *relay.binds])
+                    done = process.run(argv, call.workdir, work, "codex", call.timeout_s, env=env)
             except process.CommandNotRunnable as e:
                 log.event("error", error=str(e))
                 return AgentResult(reply=None, exit_reason=ExitReason.ERROR, wall_s=0.0, error=str(e),

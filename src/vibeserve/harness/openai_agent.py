@@ -20,6 +20,7 @@ from vibeserve import process
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 SYSTEM = (
@@ -57,14 +58,16 @@ class ToolError(Exception):
 class OpenAIHarness:
     """Options: ``base_url`` (default $OPENAI_BASE_URL or the OpenAI API), ``api_key_env`` (default
     OPENAI_API_KEY), ``max_steps`` (50), ``max_context_chars`` (400k), ``shell_timeout_s`` (600),
-    ``output_chars`` (20k per tool result), ``prices`` (a price-table file)."""
+    ``output_chars`` (20k per tool result), ``prices`` (a price-table file). Shell commands run in
+    ``sandbox``; the file tools run here and refuse paths outside the worktree and its ``.git``."""
 
     name = "openai"
 
     def __init__(self, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", max_steps: int = 50,
                  max_context_chars: int = 400_000, shell_timeout_s: float = 600, output_chars: int = 20_000,
-                 prices: str | None = None, **_: Any):
+                 prices: str | None = None, sandbox: Sandbox | None = None, **_: Any):
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.api_key_env, self.max_steps = api_key_env, int(max_steps)
         self.max_context_chars, self.shell_timeout_s = int(max_context_chars), float(shell_timeout_s)
         self.output_chars = int(output_chars)
@@ -175,15 +178,18 @@ class OpenAIHarness:
     def _path(workdir: Path, rel: Any) -> Path:
         if not isinstance(rel, str) or not rel:
             raise ToolError("path is required")
+        root = workdir.resolve()
         path = (workdir / rel).resolve()
-        if not path.is_relative_to(workdir.resolve()):
+        if not path.is_relative_to(root):
             raise ToolError(f"{rel} is outside the working directory")
+        if path != root and path.relative_to(root).parts[0] == ".git":
+            raise ToolError(f"{rel} is git's own data; the framework commits your changes")
         return path
 
     def _shell(self, command: str, call: AgentCall, timeout: float) -> str:
         logs = call.transcript_path.with_suffix(".logs")
-        done = process.run(["bash", "-lc", command], call.workdir, logs, "shell", timeout,
-                           env=process.clean_env())
+        argv = self.sandbox.agent_argv(["bash", "-lc", command], call.workdir)
+        done = process.run(argv, call.workdir, logs, "shell", timeout, env=process.clean_env())
         out = done.stdout_path.read_text(errors="replace") + done.stderr_path.read_text(errors="replace")
         status = "timed out" if done.timed_out else f"exit code {done.returncode}"
         return f"{status}\n{out[-self.output_chars:]}"

@@ -26,6 +26,7 @@ from vibeserve import process
 from vibeserve.errors import HarnessError
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
 from vibeserve.harness.transcript import Transcript
+from vibeserve.sandbox import Sandbox
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 FILE = "trajectory.toml"
@@ -97,7 +98,10 @@ class ScriptedHarness:
 
     name = "scripted"
 
-    def __init__(self, trajectory: Path):
+    def __init__(self, trajectory: Path, sandbox: Sandbox | None = None):
+        # The sandbox is not used: a replay's patches, files and MCP calls are the framework's own doing,
+        # and its commands stay in the framework's process tree (tests signal the run from them).
+        del sandbox
         self.dir = Path(trajectory)
         self.file = self.dir / FILE
         self._trajectory: Trajectory | None = None

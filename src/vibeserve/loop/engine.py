@@ -21,6 +21,7 @@ from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.policies import make_policy
 from vibeserve.process import group_alive, kill_group
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.target.manifest import build_manifest, diff_manifest, fingerprint
 from vibeserve.target.spec import load_target
@@ -55,13 +56,16 @@ class RunConfig(BaseModel):
     # Seeds the probe gate's inputs and the audit's samples; drawn when the run is created, never shown to
     # agents (set it only to reproduce a run's probes).
     secret_seed: int | None = None
+    sandbox: SandboxMode = SandboxMode.BWRAP  # "none" only when the user asked for it
 
 
 class StopRun(Exception):
     """The run ends here, for the reason given; nothing recorded is lost."""
 
 
-def build_harnesses(config: RunConfig) -> tuple[dict[Role, Harness], dict[Role, str | None]]:
+def build_harnesses(
+    config: RunConfig, sandbox: Sandbox | None = None
+) -> tuple[dict[Role, Harness], dict[Role, str | None]]:
     """Each role's harness and model; every harness is checked now, before any round (or run) starts."""
     harnesses: dict[Role, Harness] = {}
     models: dict[Role, str | None] = {}
@@ -70,7 +74,7 @@ def build_harnesses(config: RunConfig) -> tuple[dict[Role, Harness], dict[Role, 
         name = rc.harness or config.harness
         # The run-wide options belong to the run-wide harness; a role on another harness gets only its own.
         options = rc.options if name != config.harness else {**config.harness_options, **rc.options}
-        harnesses[role] = make_harness(name, **options)
+        harnesses[role] = make_harness(name, sandbox, **options)
         models[role] = rc.model or config.model
     for h in {id(h): h for h in harnesses.values()}.values():
         h.check()
@@ -81,6 +85,7 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
     build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
+    Sandbox(config.sandbox).check()  # so is a sandbox that cannot start: it fails closed
     run_dir = runs_dir.resolve() / config.run_id
     ensure_artifacts(target, run_dir / "logs")
     config = config.model_copy(update={
@@ -96,21 +101,29 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
 
 
 class Engine:
-    """Drives one run from its store; ``run()`` is the same call for a new run and for ``resume``."""
+    """Drives one run from its store; ``run()`` is the same call for a new run and for ``resume``.
 
-    def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None):
+    ``sandbox`` overrides the run's recorded sandbox mode (``resume --sandbox``), and is recorded.
+    """
+
+    def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None,
+                 sandbox: SandboxMode | str | None = None):
         self.dir = run_dir = run_dir.resolve()
         self.store = RunStore.open(run_dir)
         row = self.store.run()
         self.config = RunConfig.model_validate(json.loads(row["config"]))
+        if sandbox is not None and SandboxMode(sandbox) != self.config.sandbox:
+            self.config = self.config.model_copy(update={"sandbox": SandboxMode(sandbox)})
+            self.store.update_run(config=json.dumps(self.config.model_dump(mode="json")))
         self.target = load_target(self.config.target)
+        self.sandbox = Sandbox.for_run(self.config.sandbox, run_dir, self.target.root)
         self.manifest = json.loads(row["manifest"])
         self._fingerprint: dict | None = None
         self.progress = progress or (lambda s: None)
         self.workspace = Workspace(run_dir)
         self.policy = make_policy(self.config.policy, self.store)
         budget = self.target.spec.budget
-        harnesses, models = build_harnesses(self.config)
+        harnesses, models = build_harnesses(self.config, self.sandbox)
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
@@ -147,6 +160,9 @@ class Engine:
     def run(self) -> str:
         """Run (or continue) to the end; returns the stop reason."""
         started = time.monotonic() - (self._elapsed_before())
+        self.sandbox.check()  # before anything runs: a resumed run fails closed too
+        if not self.sandbox.active:
+            self.progress("sandbox: none (agents and candidates run without isolation, as asked)")
         self.check_manifest()
         self.kill_leftovers()
         ensure_artifacts(self.target, self.dir / "logs")
@@ -177,7 +193,7 @@ class Engine:
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
-            progress=self.progress, run_seed=self.config.secret_seed or 0,
+            progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox,
         )
 
     def _baseline(self) -> None:

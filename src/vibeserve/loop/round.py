@@ -13,10 +13,11 @@ from typing import Any
 
 from vibeserve.gates import is_gain
 from vibeserve.gates.deterministic import gates_in_order, run_gate
-from vibeserve.gates.session import GateJob, run_gate_session
+from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
+from vibeserve.sandbox import Sandbox
 from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
 from vibeserve.types import GateName, GateVerdict, Role, RoundResult, RoundStatus, Task
@@ -39,6 +40,7 @@ class RoundEnv:
     best_metric: float | None
     progress: Any = None  # callable(str) for user-facing progress, or None
     run_seed: int = 0  # with the round number, seeds the probe gate's fresh inputs
+    sandbox: Sandbox | None = None  # None or mode "none": the gate session runs in this process
 
 
 def _say(env: RoundEnv, text: str) -> None:
@@ -47,7 +49,11 @@ def _say(env: RoundEnv, text: str) -> None:
 
 
 def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate: GateName) -> GateVerdict:
-    """Start the candidate at ``workdir``, run one gate, stop it; the verdict is journaled with the gate row."""
+    """Start the candidate at ``workdir``, run one gate, stop it; the verdict is journaled with the gate row.
+
+    In a sandbox the session is a child process group (recorded, so a resumed run kills a leftover one);
+    without one it runs here and records the candidate server's group.
+    """
     step = str(gate)
     recorded = env.store.step(n, attempt, step)
     if recorded is not None:
@@ -56,12 +62,13 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
     job = GateJob(gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha,
                   bench_lock=env.bench_lock, round=n)
 
+    def on_start(pgid: int) -> None:
+        env.store.add_process(pgid, f"r{n}/a{attempt}/{step}")
+
     def session(job: GateJob) -> GateVerdict:
-        return run_gate_session(
-            job,
-            on_start=lambda pgid: env.store.add_process(pgid, f"r{n}/a{attempt}/{step}"),
-            on_stop=env.store.remove_process,
-        )
+        if env.sandbox is not None and env.sandbox.active:
+            return run_sandboxed(job, env.sandbox, on_start=on_start, on_stop=env.store.remove_process)
+        return run_gate_session(job, on_start=on_start, on_stop=env.store.remove_process)
 
     verdict = run_gate(env.target, gate, job, session, env.run_seed, attempt, env.logs.parent / "reference-cache")
     env.store.record_gate(n, attempt, verdict, step=step)
