@@ -184,20 +184,28 @@ def apply_patch(tree: Path, name: str) -> None:
     assert done.returncode == 0, f"{name} does not apply: {done.stderr}"
 
 
-def test_demo_trajectory_patches_apply_and_the_gate_decides(model_dir, tmp_path):
+def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path):
     """The scripted demo's patches, replayed as its rounds do (round 2's attempts build on round 1's
-    candidate, a2 on top of a1): bf16 must fail the checker, the final fp32 server must pass it all."""
+    candidate, each on top of the one before): the response cache passes the checker but answers a
+    repeated prompt with another max_tokens wrongly (what the probe gate sends); bf16 fails the checker;
+    the final fp32 server passes it all."""
     tree = copy_seed(tmp_path / "seed")
-    subprocess.run(["git", "init", "-q"], cwd=tree, check=True)
     apply_patch(tree, "01-dynamic-batching.patch")
-    apply_patch(tree, "02-bf16-weights.patch")
+    apply_patch(tree, "02a-response-cache.patch")
+    prompt = {"model": "m", "prompt": "The three primary colors are", "temperature": 0}
+    with serving(tree) as url:
+        first = httpx.post(url + "/v1/completions", json={**prompt, "max_tokens": 8}, timeout=120).json()
+        again = httpx.post(url + "/v1/completions", json={**prompt, "max_tokens": 2}, timeout=120).json()
+    assert first["choices"][0]["text"] == again["choices"][0]["text"]  # replayed: 8 tokens for max_tokens=2
+
+    apply_patch(tree, "02b-bf16-weights.patch")
     report = tmp_path / "bf16.json"
     with serving(tree) as url:
         done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
     assert done.returncode == 1, done.stdout + done.stderr
     assert json.loads(report.read_text())["failures"] > 0
 
-    apply_patch(tree, "02b-fp32-prefix-cache-fast-decode.patch")
+    apply_patch(tree, "02c-fp32-prefix-cache-fast-decode.patch")
     report = tmp_path / "fast.json"
     with serving(tree) as url:
         done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
