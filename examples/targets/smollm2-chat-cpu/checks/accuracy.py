@@ -39,7 +39,7 @@ sys.path.insert(0, str(TARGET_DIR / "reference"))
 import smollm2_reference  # noqa: E402  (found through the path set just above)
 
 EXIT_PASS, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
-MODEL_NAME = "smollm2-135m-instruct"
+MODEL_NAME = "smollm2-135m-instruct"  # asked for when the server does not list its model
 
 LONG_DOCUMENT = " ".join(
     f"Day {day}: the lighthouse keeper wrote that the wind came from the {wind}, that {ships} ships "
@@ -120,8 +120,16 @@ class ServerError(Exception):
     """The server did not give a well-formed answer (as opposed to a wrong one)."""
 
 
-def _body(case: dict, stream: bool) -> tuple[str, dict]:
-    body = {"model": MODEL_NAME, "max_tokens": case["max_tokens"], "temperature": 0, "stream": stream}
+def served_model(client: httpx.Client, url: str) -> str:
+    """The model id the server lists first at /v1/models (a server may accept only its own name)."""
+    try:
+        return str(client.get(url + "/v1/models").json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return MODEL_NAME
+
+
+def _body(case: dict, stream: bool, model: str = MODEL_NAME) -> tuple[str, dict]:
+    body = {"model": model, "max_tokens": case["max_tokens"], "temperature": 0, "stream": stream}
     if case["kind"] == "chat":
         return "/v1/chat/completions", {**body, "messages": case["messages"]}
     return "/v1/completions", {**body, "prompt": case["prompt"]}
@@ -145,8 +153,8 @@ def _choice_text(payload: dict, chat: bool, stream: bool) -> tuple[str, str | No
     return text, finish
 
 
-def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, str | None]:
-    path, body = _body(case, stream)
+def ask(client: httpx.Client, url: str, case: dict, stream: bool, model: str = MODEL_NAME) -> tuple[str, str | None]:
+    path, body = _body(case, stream, model)
     chat = case["kind"] == "chat"
     try:
         if not stream:
@@ -175,8 +183,10 @@ def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, 
                 text, chunk_finish = _choice_text(payload, chat, stream=True)
                 parts.append(text)
                 finish = chunk_finish or finish
-        if not done:
-            raise ServerError(f"POST {path} (stream) ended without data: [DONE]")
+        # A stream is complete at data: [DONE], or when it closes cleanly after a chunk that carried a
+        # finish_reason (`transformers serve` ends that way); one that stops before either is cut short.
+        if not done and finish is None:
+            raise ServerError(f"POST {path} (stream) ended without a finish_reason or data: [DONE]")
         return "".join(parts), finish
     except httpx.HTTPError as e:
         raise ServerError(f"POST {path}{' (stream)' if stream else ''}: {type(e).__name__}: {e}") from None
@@ -220,9 +230,9 @@ def compare(ref, case: dict, expected: dict, phase: str, stream: bool, answer) -
     return {**row, "status": "mismatch", **first_divergence(ref.tokenizer, expected["text"], got)}
 
 
-def _ask_or_error(client, url, case, stream):
+def _ask_or_error(client, url, case, stream, model=MODEL_NAME):
     try:
-        return ask(client, url, case, stream)
+        return ask(client, url, case, stream, model)
     except ServerError as e:
         return e
 
@@ -235,12 +245,13 @@ def run(url: str, model: Path, timeout: float, only: list[str] | None = None) ->
     expected = [smollm2_reference.generate(ref, case, margins=True) for case in todo]
     results = []
     with httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=len(todo) + 1)) as client:
+        name = served_model(client, url)
         # Pass 1: one request at a time, the reference's own setting.
         for case, exp in zip(todo, expected, strict=True):
-            results.append(compare(ref, case, exp, "alone", False, _ask_or_error(client, url, case, False)))
+            results.append(compare(ref, case, exp, "alone", False, _ask_or_error(client, url, case, False, name)))
         # Pass 2: everything in flight at once, so a batching server is checked batched.
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            answers = list(pool.map(lambda c: _ask_or_error(client, url, c, c["stream"]), todo))
+            answers = list(pool.map(lambda c: _ask_or_error(client, url, c, c["stream"], name), todo))
         for case, exp, answer in zip(todo, expected, answers, strict=True):
             results.append(compare(ref, case, exp, "concurrent", case["stream"], answer))
     return {"min_logit_margin": min(e["min_logit_margin"] for e in expected), "cases": results}
