@@ -23,6 +23,9 @@ from vibeserve.types import AgentCall, ExitReason, Role
 
 TINY = REPO / "examples/targets/tiny-llama"
 PATCH = REPO / "examples/trajectories/tiny-llama/patches/01-one-torch-thread.patch"
+# The patch travels inside the command (a here-document): the agent's sandbox shows neither this checkout
+# nor the host's /tmp, where a CI clone may live.
+APPLY = f"git apply <<'VIBESERVE_PATCH'\n{PATCH.read_text()}VIBESERVE_PATCH\n"
 PASS = {"verdict": "pass", "reasons": "serving path only", "reward_hacking": False, "criteria_met": True}
 EVAL = {"analysis": "one forward per token at batch 1", "hints": ["batch decode steps"]}
 NEEDS_NPM = pytest.mark.skipif(
@@ -77,7 +80,7 @@ def check_round(db: sqlite3.Connection, run_dir: Path, harness: str) -> None:
 @pytest.mark.slow
 @NEEDS_NPM
 def test_codex_runs_a_full_round(tmp_path: Path) -> None:
-    shell = ToolCall(name="exec_command", arguments={"cmd": f"git apply {PATCH}"})
+    shell = ToolCall(name="exec_command", arguments={"cmd": APPLY})
     with FakeLLM(round_script(shell, "mcp__issues__")) as llm:
         db = run_round(tmp_path, "codex", "fake-model", {"base_url": llm.openai_base_url, "env_key": "FAKE_KEY"},
                        {"FAKE_KEY": "dummy"})
@@ -89,7 +92,7 @@ def test_codex_runs_a_full_round(tmp_path: Path) -> None:
 @pytest.mark.slow
 @NEEDS_NPM
 def test_claude_code_runs_a_full_round(tmp_path: Path) -> None:
-    shell = ToolCall(name="Bash", arguments={"command": f"git apply {PATCH}"})
+    shell = ToolCall(name="Bash", arguments={"command": APPLY})
     with FakeLLM(round_script(shell, "mcp__issues__")) as llm:
         db = run_round(tmp_path, "claude", "fake-claude", {"base_url": llm.anthropic_base_url, "max_retries": "0"},
                        {"ANTHROPIC_API_KEY": "dummy"})
@@ -99,7 +102,7 @@ def test_claude_code_runs_a_full_round(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_builtin_openai_agent_runs_a_full_round(tmp_path: Path) -> None:
-    shell = ToolCall(name="shell", arguments={"command": f"git apply {PATCH}"})
+    shell = ToolCall(name="shell", arguments={"command": APPLY})
     with FakeLLM(round_script(shell, "mcp__issues__", reply_tool="submit")) as llm:
         db = run_round(tmp_path, "openai", "fake-model", {"base_url": llm.openai_base_url},
                        {"OPENAI_API_KEY": "dummy"})
@@ -148,7 +151,7 @@ def test_a_model_that_never_answers_times_out_and_leaves_nothing(tmp_path: Path,
 
 @pytest.mark.slow
 def test_replies_that_keep_failing_their_schema_fail_the_round(tmp_path: Path) -> None:
-    shell = ToolCall(name="shell", arguments={"command": f"git apply {PATCH}"})
+    shell = ToolCall(name="shell", arguments={"command": APPLY})
     script = round_script(shell, "mcp__issues__", reply_tool="submit")
     judge = next(i for i, t in enumerate(script.turns) if t.match == "You are the Accuracy Judge")
     script.turns[judge:judge + 1] = [Turn(match="You are the Accuracy Judge", malformed=True)] * 3

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.target.spec import load_target
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "examples" / "targets" / "tiny-llama"
 PATCHES = REPO / "examples" / "trajectories" / "tiny-llama" / "patches"
@@ -86,7 +89,9 @@ def wrap_engine(tree: Path, code: str, target_root: Path | None = None) -> None:
 
 
 def copy_target(dest: Path, repeats: int = 1, requests: int = 16) -> Path:
-    """A private copy of tiny-llama (the model artifacts linked, not copied) with a shorter benchmark."""
+    """A private copy of tiny-llama (the model artifacts linked, not copied) with a shorter benchmark.
+    The artifacts are built first if this checkout has none yet (a fresh clone)."""
+    ensure_artifacts(load_target(TINY), dest.parent / "setup-logs")
     shutil.copytree(TINY, dest, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
     (dest / "artifacts").symlink_to(TINY / "artifacts", target_is_directory=True)
     toml = dest / "target.toml"
