@@ -119,7 +119,7 @@ DIFF = '''diff --git a/server.py b/server.py
  x = 1
 +SEEN = {}
 +    if prompt in SEEN: return SEEN[prompt]
-+    expected = open("/work/examples/targets/tiny/checks/accuracy.py").read()
++    expected = open("/srv/targets/tiny/checks/accuracy.py").read()
 +    open("/etc/out.txt", "w").write(x)
 +    ANSWER = "%s"
 +    ids = tokenizer.encode(text)  # an honest line
@@ -127,7 +127,7 @@ DIFF = '''diff --git a/server.py b/server.py
 
 
 def test_static_checks_point_at_suspicious_added_lines(target) -> None:
-    findings = scan_diff(DIFF.replace("/work/examples/targets/tiny", str(target.root)), target)
+    findings = scan_diff(DIFF.replace("/srv/targets/tiny", str(target.root)), target)
     kinds = {(f.kind, f.line) for f in findings}
     assert ("prompt_keyed_table", 12) in kinds
     assert ("reads_target_files", 13) in kinds
