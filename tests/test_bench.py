@@ -142,10 +142,13 @@ def test_ttft_is_the_first_text_chunk_and_tokens_come_from_text(mock, tmp_path):
     url, state = mock
     data = dataset(tmp_path, ["role_first a", "role_first b", "ok c"], key="messages")
     saved = tmp_path / "responses.jsonl"
+    done = []
     report = run_benchmark(BenchConfig(url=url, endpoint="chat", dataset=data, rate=100, arrival="fixed",
-                                       save_responses=saved))  # fmt: skip
+                                       save_responses=saved), on_result=done.append)  # fmt: skip
     assert (report.completed, report.failed) == (3, 0)
     assert report.model_id == "mock-model"  # from GET /v1/models
+    # Latencies start once the request is on the wire: after sending began, before the first text.
+    assert all(r.sent < r.written < r.first_text for r in done)
     rows = [json.loads(line) for line in saved.read_text().splitlines()]
     by_mode = {r["messages"][-1]["content"].split()[0]: r for r in rows}
     assert by_mode["role_first"]["ttft_ms"] >= 290  # the role-only delta at ~0 ms does not count

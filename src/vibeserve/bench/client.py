@@ -32,7 +32,8 @@ class RequestResult:
 
     index: int
     scheduled: float  # absolute due time
-    sent: float | None = None
+    sent: float | None = None  # when the client started sending (send lag counts to here)
+    written: float | None = None  # when the request's last byte was written (latencies count from here)
     first_text: float | None = None
     end: float | None = None
     chunk_times: list[float] = field(default_factory=list)  # arrival of each text-carrying chunk
@@ -140,6 +141,14 @@ async def send_request(
     timeout: float,
 ) -> None:
     """Send one pre-built request and fill `result`; every failure becomes a reason, never an exception."""
+
+    async def on_trace(event: str, info: dict) -> None:
+        # Latencies start once the request is on the wire: the client's own work to encode and write it
+        # (about 0.5 ms in httpx) is not the server's time to first token.
+        if event == "http11.send_request_body.complete":
+            result.written = time.perf_counter()
+
+    request.extensions["trace"] = on_trace
     result.sent = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):

@@ -101,8 +101,9 @@ def latency_fields(name: str, values_ms: list[float]) -> dict[str, float]:
 
 def request_latencies(result: RequestResult) -> tuple[float, float, float | None, list[float]]:
     """(ttft, e2el, tpot or None, itls) in ms for one completed request."""
-    ttft = (result.first_text - result.sent) * 1000
-    e2el = (result.end - result.sent) * 1000
+    start = result.written if result.written is not None else result.sent  # on the wire, else sending began
+    ttft = (result.first_text - start) * 1000
+    e2el = (result.end - start) * 1000
     tpot = (e2el - ttft) / (result.output_tokens - 1) if result.output_tokens > 1 else None
     itls = [(b - a) * 1000 for a, b in zip(result.chunk_times, result.chunk_times[1:], strict=False)]
     return ttft, e2el, tpot, itls
