@@ -47,6 +47,23 @@ def text_steps(text, finish, tokens):
     yield Step(finish_reason=finish, completion_tokens=tokens)
 
 
+def checker_prompts(engine, target):
+    """(case id, prompt token ids) of every case the target's accuracy checker sends, read from the checker."""
+    import importlib.util, sys
+    from pathlib import Path
+
+    root = Path(target)
+    sys.path.insert(0, str(root / "reference"))
+    spec = importlib.util.spec_from_file_location("checker", root / "checks" / "accuracy.py")
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    vocab = engine.tokenizer.get_vocab()
+    words = sorted((w for w in vocab if w.isalpha()), key=vocab.get)
+    for case in checker.cases(words):
+        chat = case["kind"] == "chat"
+        yield case["id"], engine.encode_chat(case["messages"]) if chat else engine.encode_completion(case["prompt"])
+
+
 class Base:
     def __init__(self, engine):
         self.engine = engine
