@@ -21,7 +21,7 @@ from vibeserve.target.spec import Target, finite_metric
 from vibeserve.types import GateName, GateVerdict
 
 
-def _read_report(path: Path) -> tuple[dict[str, Any] | None, str]:
+def read_report(path: Path) -> tuple[dict[str, Any] | None, str]:
     if not path.is_file():
         return None, f"it wrote no report at {path}"
     try:
@@ -45,7 +45,7 @@ def accuracy_gate(target: Target, server: CandidateServer, commit: str, log_dir:
         done = run(argv, target.root, log_dir, "accuracy", spec.timeout_s, env=clean_env())
     except CommandNotRunnable as e:
         return GateVerdict(passed=False, reason=str(e), wall_s=time.monotonic() - t0, **common)
-    report, problem = _read_report(report_path)
+    report, problem = read_report(report_path)
     wall = time.monotonic() - t0
     if done.timed_out:
         return GateVerdict(passed=False, reason=f"the accuracy checker timed out after {spec.timeout_s:.0f} s",
@@ -106,7 +106,7 @@ def benchmark_gate(
                 return verdict(False, f"benchmark run {name} failed (exit {done.returncode}):\n{done.tail(3000)}")
             if server.proc is None or server.proc.poll() is not None:
                 return verdict(False, f"the deliverable exited during benchmark run {name}")
-            report, problem = _read_report(report_path)
+            report, problem = read_report(report_path)
             if report is None:
                 return verdict(False, f"benchmark run {name}: {problem}")
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from vibeserve.gates.checks import accuracy_gate, benchmark_gate
+from vibeserve.gates.checks import accuracy_gate, benchmark_gate, read_report
 from vibeserve.gates.probes import ask_all
 from vibeserve.gates.server import CandidateServer, ServerNotReady
 from vibeserve.process import CommandNotRunnable, clean_env, run, spawn
@@ -70,7 +70,7 @@ def probe_gate(target: Target, server: CandidateServer, job: GateJob) -> GateVer
         report_path = job.log_dir / "probes.json"
         argv = target.render(spec.command, url=server.url, port=server.port, report=report_path, seed=job.probe_seed)
         done = run(argv, target.root, job.log_dir, "probes", spec.timeout_s, env=clean_env())
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        report = read_report(report_path)[0] or {}  # a missing or malformed report is not fatal here
         passed = done.returncode == 0 and not done.timed_out
         reason = "" if passed else (f"the probe command timed out after {spec.timeout_s:.0f} s" if done.timed_out
                                     else f"the probe command failed (exit {done.returncode}):\n{done.tail(2000)}")
