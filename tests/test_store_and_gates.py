@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import pytest
 
 from conftest import cli
 from vibeserve.errors import StoreError
-from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate, is_gain
+from vibeserve.gates import (
+    CandidateServer,
+    ServerNotReady,
+    accuracy_gate,
+    benchmark_gate,
+    improvement,
+    improves,
+    is_gain,
+)
+from vibeserve.gates.gain import fmt, fmt_factor, gain_reason
 from vibeserve.gates.server import port_open
 from vibeserve.process import group_alive
 from vibeserve.store import SCHEMA_VERSION, RunStore
@@ -137,9 +147,36 @@ def test_benchmark_crash_and_bad_reports_fail_the_gate(toy: Path, tmp_path: Path
             assert words in verdict.reason, (words, verdict.reason)
 
 
-def test_gain_needs_more_than_min_gain_and_the_spread() -> None:
-    assert is_gain(1.1, 1.0, "max", 0.03)
-    assert not is_gain(1.02, 1.0, "max", 0.03)
-    assert not is_gain(1.1, 1.0, "max", 0.03, spread=0.2)  # inside the noise
-    assert is_gain(0.9, 1.0, "min", 0.03) and not is_gain(1.1, 1.0, "min", 0.03)
-    assert is_gain(5.0, None, "max", 0.03)
+def test_gain_rule_is_the_same_for_both_directions() -> None:
+    # A throughput twice the best and a latency half the best are the same step.
+    assert improvement(200.0, 100.0, "max") == improvement(50.0, 100.0, "min") == 2.0
+    assert is_gain([1.1, 1.12], 1.0, "max", 0.03) and is_gain([0.9, 0.88], 1.0, "min", 0.03)
+    assert not is_gain([1.02, 1.05], 1.0, "max", 0.03) and not is_gain([0.99, 0.9], 1.0, "min", 0.03)
+    assert is_gain([5.0], None, "max", 0.03) and not is_gain([], 1.0, "max", 0.03)
+
+
+def test_a_latency_thirty_times_lower_is_kept_despite_a_cold_first_repeat() -> None:
+    # The case that was wrongly "accepted": 851 ms (cold) and 282 ms against a 17,476 ms best.
+    assert is_gain([851.0, 282.0], 17476.0, "min", 0.03)
+    assert improvement(statistics.median([851.0, 282.0]), 17476.0, "min") > 30
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_noise_can_hide_a_gain_but_never_invent_one(direction: str) -> None:
+    better = (lambda x: 100 * x) if direction == "max" else (lambda x: 100 / x)
+    # Median 10 % better, but one repeat (a noisy neighbour, a cold cache) no better than the best.
+    noisy = [better(1.10), better(1.12), better(0.99)]
+    assert not is_gain(noisy, 100.0, direction, 0.03)
+    assert "not kept" in gain_reason(noisy, 100.0, direction, 0.03)
+    assert is_gain([better(1.10), better(1.12), better(1.05)], 100.0, direction, 0.03)
+
+
+def test_metrics_that_are_zero_or_negative_compare_by_difference() -> None:
+    assert is_gain([0.5], -1.0, "max", 0.03) and not is_gain([-1.01], -1.0, "max", 0.03)
+    assert is_gain([1.0], 0.0, "max", 0.03) and not is_gain([0.0], 0.0, "max", 0.03)
+    assert improves(0.9, 1.0, "min") and not improves(1.0, 1.0, "min") and improves(1.0, None, "max")
+
+
+def test_numbers_read_in_plain_notation() -> None:
+    assert fmt(17476.2) == "17476" and fmt(0.012345) == "0.01235" and fmt(67.666) == "67.67"
+    assert fmt_factor(30.9) == "30.9x better than" and fmt_factor(1.043) == "4.3% better than"

@@ -10,12 +10,20 @@ class VibeserveError(Exception):
 
 
 class TargetError(VibeserveError):
-    """The target directory or its target.toml is wrong; the message names file, key and expectation."""
+    """The target directory or its target.toml is wrong; the message names file, key and expectation.
 
-    def __init__(self, file: str, key: str, problem: str):
+    ``more`` carries further ``(key, problem)`` pairs found in the same pass, so a user fixes them all at once.
+    """
+
+    def __init__(self, file: str, key: str, problem: str, more: list[tuple[str, str]] | None = None):
         self.file, self.key, self.problem = file, key, problem
-        where = f"{file}: {key}" if key else file
-        super().__init__(f"{where}: {problem}")
+        self.problems = [(key, problem), *(more or [])]
+        if len(self.problems) == 1:
+            where = f"{file}: {key}" if key else file
+            super().__init__(f"{where}: {problem}")
+        else:
+            lines = "\n".join(f"  {k or '(file)'}: {p}" for k, p in self.problems)
+            super().__init__(f"{file}: {len(self.problems)} problems:\n{lines}")
 
 
 class StoreError(VibeserveError):

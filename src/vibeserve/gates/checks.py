@@ -125,13 +125,3 @@ def benchmark_gate(
                 samples.append(value)
                 reports.append(report)
     return verdict(True)
-
-
-def is_gain(new: float, best: float | None, direction: str, min_gain: float, spread: float | None = None) -> bool:
-    """Does ``new`` beat ``best`` by more than ``min_gain`` (relative) and by more than the measured spread?"""
-    if best is None:
-        return True
-    if best == 0:
-        return new > 0 if direction == "max" else new < 0
-    rel = (new - best) / abs(best) if direction == "max" else (best - new) / abs(best)
-    return rel > max(min_gain, spread or 0.0)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
-from vibeserve.gates import is_gain
+from vibeserve.gates import improves
 from vibeserve.gates.probes import audits
 from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.agents import AgentFailed, AgentRunner
@@ -290,9 +290,7 @@ class Engine:
         if result.status == RoundStatus.KEPT and result.candidate:
             run = self.store.run()
             spec = self.target.spec.benchmark
-            if run["best_commit"] != result.candidate and is_gain(
-                result.metric, run["best_metric"], spec.direction, 0.0
-            ):
+            if run["best_commit"] != result.candidate and improves(result.metric, run["best_metric"], spec.direction):
                 self.workspace.set_best(result.candidate)
                 self.store.update_run(best_commit=result.candidate, best_metric=result.metric)
         self.policy.observe(result)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vibeserve.gates import is_gain
 from vibeserve.gates.deterministic import gates_in_order, run_gate
+from vibeserve.gates.gain import gain_reason, is_gain
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.loop.agents import AgentFailed, AgentRunner
@@ -173,12 +173,12 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         except AgentFailed as e:
             analysis = f"(evaluator failed: {e})"  # the candidate stands; only the analysis is missing
         ws.reset(workdir, sha)
-        gained = is_gain(bench.metric, env.best_metric, bspec.direction, bspec.min_gain, bench.spread)
+        gained = is_gain(bench.samples, env.best_metric, bspec.direction, bspec.min_gain)
         return RoundResult(
             round=n, task=task, status=RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, candidate=sha,
             attempts=attempt, metric=bench.metric, verdicts=verdicts, judge_reasons=judge.reasons,
             analysis=analysis, hints=hints,
-            reason="" if gained else "no gain above min_gain and the measured spread",
+            reason="" if gained else gain_reason(bench.samples, env.best_metric, bspec.direction, bspec.min_gain),
         )
     return RoundResult(
         round=n, task=task, status=last_status, candidate=candidate, attempts=retries, verdicts=verdicts,

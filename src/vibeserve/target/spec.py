@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -70,6 +71,8 @@ class Probes(Section):
     command: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=600, gt=0)
     max_tokens: int = Field(default=16, gt=0)
+    # The endpoints the openai-completions probes call: /v1/completions and /v1/chat/completions.
+    kinds: list[Literal["completion", "chat"]] = Field(default_factory=lambda: ["completion", "chat"], min_length=1)
 
 
 class Benchmark(Section):
@@ -79,11 +82,40 @@ class Benchmark(Section):
     direction: Literal["max", "min"]
     unit: str = ""
     repeats: int = Field(default=3, ge=1)
-    warmup: int = Field(default=0, ge=0)
+    # Untimed runs on the started server before the timed repeats: caches, lazy loading and JIT warm up.
+    warmup: int = Field(default=1, ge=0)
     min_gain: float = Field(default=0.03, ge=0)
-    # Answers the benchmark received (written to {responses}) that are compared with the reference after
-    # each benchmark gate; 0 turns the output audit off.
-    audit_samples: int = Field(default=4, ge=0)
+    # The output audit: after the repeats, one of them is chosen by the run's secret seed and its answers
+    # (written to {responses}) are compared with the reference. Unset: every answer of that repeat; a
+    # number: that many of them, sampled; 0: no audit.
+    audit_samples: int | None = Field(default=None, ge=0)
+    # Other work on the machine (in cores busy outside the gate) above which a measurement is flagged.
+    max_background_load: float = Field(default=0.5, ge=0)
+
+
+class Limits(Section):
+    """What a candidate server may use; a candidate that passes a limit fails its gate, naming the limit."""
+
+    # Address space per process; unset: 3/4 of the machine's memory on cpu, no limit on accelerators
+    # (their drivers reserve far more address space than they use).
+    memory_mb: int | None = Field(default=None, gt=0)
+    processes: int = Field(default=1024, gt=0)  # processes and threads of the candidate together
+    log_mb: int = Field(default=64, gt=0)  # the largest file (its logs included) the candidate may write
+    tmp_mb: int = Field(default=1024, gt=0)  # its private /tmp
+
+
+class Model(Section):
+    """What the model is, in words the skills library matches on."""
+
+    family: str = ""  # e.g. "llama", "qwen3", "hybrid-linear-attention", "moonshine", "janus"
+    summary: str = ""
+
+
+class Workload(Section):
+    """The workload's shape, in words the skills library matches on."""
+
+    tags: list[str] = Field(default_factory=list)  # e.g. ["chat", "throughput", "shared-prefix", "streaming"]
+    summary: str = ""
 
 
 class Budget(Section):
@@ -116,6 +148,9 @@ class TargetSpec(Section):
     probes: Probes = Field(default_factory=Probes)
     benchmark: Benchmark
     budget: Budget = Field(default_factory=Budget)
+    limits: Limits = Field(default_factory=Limits)
+    model: Model = Field(default_factory=Model)
+    workload: Workload = Field(default_factory=Workload)
 
 
 class Target:
@@ -169,7 +204,7 @@ def _loc(err: dict) -> str:
 def _explain(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key (check its spelling against the target contract)"
+        return "unknown key (check its spelling against the target contract, docs/targets.md)"
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
@@ -177,7 +212,43 @@ def _explain(err: dict) -> str:
     return f"{err['msg']} (got {err.get('input')!r})"
 
 
-def _check_placeholders(spec: TargetSpec, file: str) -> None:
+def _unknown(key: str, known: list[str], table: bool) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.6)
+    what = f"unknown table [{key}]" if table else "unknown key"
+    hint = f" (did you mean {f'[{close[0]}]' if table else repr(close[0])}?)" if close else ""
+    return f"{what}{hint}; see docs/targets.md for every key"
+
+
+def _schema_problems(data: dict[str, Any], error: ValidationError) -> list[tuple[str, str]]:
+    """Every schema problem at once: unknown tables and keys first (with a likely spelling), then the rest."""
+    problems: list[tuple[str, str]] = []
+    for err in error.errors():
+        loc = _loc(err)
+        if err["type"] == "extra_forbidden":
+            parent = TargetSpec
+            for part in err["loc"][:-1]:
+                field = parent.model_fields.get(str(part))
+                ann = getattr(field, "annotation", None) if field else None
+                parent = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                               and issubclass(a, BaseModel)), None)  # type: ignore[assignment]
+                if parent is None:
+                    break
+            known = list(parent.model_fields) if parent is not None else []
+            table = len(err["loc"]) == 1 and isinstance(data.get(str(err["loc"][0])), dict)
+            problems.insert(sum(p[1].startswith("unknown") for p in problems), (loc, _unknown(loc, known, table)))
+        elif err["type"] == "missing" and len(err["loc"]) == 1 and _is_section(str(err["loc"][0])):
+            problems.append((loc, f"required table [{loc}] is missing"))
+        else:
+            problems.append((loc, _explain(err)))
+    return problems
+
+
+def _is_section(name: str) -> bool:
+    ann = TargetSpec.model_fields[name].annotation if name in TargetSpec.model_fields else None
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _placeholder_problems(spec: TargetSpec) -> list[tuple[str, str]]:
     commands: dict[str, list[str]] = {
         "reference.command": spec.reference.command,
         "deliverable.start": spec.deliverable.start,
@@ -189,6 +260,7 @@ def _check_placeholders(spec: TargetSpec, file: str) -> None:
         commands["setup.command"] = spec.setup.command
     if spec.probes.command:
         commands["probes.command"] = spec.probes.command
+    problems = []
     for key, argv in commands.items():
         allowed = ALLOWED[key.removesuffix(".command")]
         for arg in argv:
@@ -196,18 +268,21 @@ def _check_placeholders(spec: TargetSpec, file: str) -> None:
                 head, _, tail = name.partition(".")
                 if head == "artifacts" and tail:
                     if tail not in spec.artifacts:
-                        raise TargetError(file, key, f"placeholder {{{name}}} names no entry of [artifacts]")
+                        problems.append((key, f"placeholder {{{name}}} names no entry of [artifacts] "
+                                              f"(entries: {', '.join(spec.artifacts) or 'none'})"))
                     continue
                 if name not in allowed:
-                    raise TargetError(
-                        file, key, f"unknown placeholder {{{name}}}; allowed here: {', '.join(sorted(allowed))}"
-                    )
+                    problems.append((key, f"unknown placeholder {{{name}}}; allowed here: {', '.join(sorted(allowed))}"))
     if spec.probes.kind == "command" and not spec.probes.command:
-        raise TargetError(file, "probes.command", 'kind = "command" needs a command')
+        problems.append(("probes.command", 'kind = "command" needs a command'))
+    return problems
 
 
 def load_target(root: Path | str) -> Target:
-    """Parse and check ``root/target.toml``: schema, placeholders and that every named path exists."""
+    """Parse and check ``root/target.toml``: schema, placeholders and that every named path exists.
+
+    Every problem found is reported in one ``TargetError``, so a user fixes them all in one go.
+    """
     root = Path(root)
     file = root / TARGET_FILE
     if not root.is_dir():
@@ -221,27 +296,35 @@ def load_target(root: Path | str) -> Target:
     try:
         spec = TargetSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise TargetError(str(file), _loc(err), _explain(err)) from None
-    _check_placeholders(spec, str(file))
+        problems = _schema_problems(data, e)
+        raise TargetError(str(file), *problems[0], more=problems[1:]) from None
     target = Target(root, spec)
-    if not target.path(spec.instructions).is_file():
-        raise TargetError(str(file), "instructions", f"file {spec.instructions!r} does not exist")
-    if spec.reference.sample_input and not target.path(spec.reference.sample_input).is_file():
-        raise TargetError(str(file), "reference.sample_input", f"file {spec.reference.sample_input!r} does not exist")
-    if spec.seed and not target.path(spec.seed).is_dir():
-        raise TargetError(str(file), "seed", f"directory {spec.seed!r} does not exist")
-    if not spec.setup:
-        for name, rel in spec.artifacts.items():
-            if not target.path(rel).exists():
-                raise TargetError(str(file), f"artifacts.{name}", f"path {rel!r} does not exist")
-    for key, argv in (("reference.command", spec.reference.command), ("accuracy.command", spec.accuracy.command),
-                      ("benchmark.command", spec.benchmark.command)):
-        _check_script(target, key, argv)
+    problems = _placeholder_problems(spec) + _path_problems(target)
+    if problems:
+        raise TargetError(str(file), *problems[0], more=problems[1:])
     return target
 
 
-def _check_script(target: Target, key: str, argv: list[str]) -> None:
+def _path_problems(target: Target) -> list[tuple[str, str]]:
+    spec, problems = target.spec, []
+    if not target.path(spec.instructions).is_file():
+        problems.append(("instructions", f"file {spec.instructions!r} does not exist"))
+    if spec.reference.sample_input and not target.path(spec.reference.sample_input).is_file():
+        problems.append(("reference.sample_input", f"file {spec.reference.sample_input!r} does not exist"))
+    if spec.seed and not target.path(spec.seed).is_dir():
+        problems.append(("seed", f"directory {spec.seed!r} does not exist"))
+    if not spec.setup:
+        for name, rel in spec.artifacts.items():
+            if not target.path(rel).exists():
+                problems.append((f"artifacts.{name}", f"path {rel!r} does not exist (and there is no [setup] to build it)"))
+    for key, argv in (("reference.command", spec.reference.command), ("accuracy.command", spec.accuracy.command),
+                      ("benchmark.command", spec.benchmark.command)):
+        if (problem := _script_problem(target, argv)) is not None:
+            problems.append((key, problem))
+    return problems
+
+
+def _script_problem(target: Target, argv: list[str]) -> str | None:
     """A command's program, or the script a ``python`` runs, must exist (and be executable if run directly)."""
     import os
     import shutil
@@ -249,18 +332,18 @@ def _check_script(target: Target, key: str, argv: list[str]) -> None:
     prog = argv[0]
     if prog in ("python", "python3", "{python}"):
         if len(argv) > 1 and not argv[1].startswith("-") and "{" not in argv[1]:
-            script = target.path(argv[1])
-            if not script.is_file():
-                raise TargetError(str(target.file), key, f"script {argv[1]!r} does not exist in the target")
-        return
+            if not target.path(argv[1]).is_file():
+                return f"script {argv[1]!r} does not exist in the target"
+        return None
     if "/" in prog and "{" not in prog:
         path = target.path(prog)
         if not path.is_file():
-            raise TargetError(str(target.file), key, f"program {prog!r} does not exist in the target")
+            return f"program {prog!r} does not exist in the target"
         if not os.access(path, os.X_OK):
-            raise TargetError(str(target.file), key, f"program {prog!r} is not executable (chmod +x {prog})")
+            return f"program {prog!r} is not executable (chmod +x {prog})"
     elif "{" not in prog and shutil.which(prog) is None:
-        raise TargetError(str(target.file), key, f"program {prog!r} is not on PATH")
+        return f"program {prog!r} is not on PATH"
+    return None
 
 
 def finite_metric(report: Any, name: str) -> float:
