@@ -331,9 +331,9 @@ def _script_problem(target: Target, argv: list[str]) -> str | None:
 
     prog = argv[0]
     if prog in ("python", "python3", "{python}"):
-        if len(argv) > 1 and not argv[1].startswith("-") and "{" not in argv[1]:
-            if not target.path(argv[1]).is_file():
-                return f"script {argv[1]!r} does not exist in the target"
+        script = argv[1] if len(argv) > 1 and not argv[1].startswith("-") and "{" not in argv[1] else None
+        if script is not None and not target.path(script).is_file():
+            return f"script {script!r} does not exist in the target"
         return None
     if "/" in prog and "{" not in prog:
         path = target.path(prog)
