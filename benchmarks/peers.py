@@ -95,7 +95,7 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
                 acc = accuracy_gate(target, server, name, logs)
                 row["exact_greedy"] = acc.passed
                 row["accuracy_failures"] = acc.report.get("failures")
-            bench = benchmark_gate(target, server, name, logs, tmp / "bench.lock")
+            bench = benchmark_gate(target, server, name, logs)
     except (ServerNotReady, CommandNotRunnable) as e:
         row["error"] = str(e).splitlines()[0][:300]
         return row

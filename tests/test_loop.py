@@ -75,7 +75,7 @@ def test_full_run_keeps_the_best_and_rejects_a_broken_candidate(toy: Path, traje
     gates = rows(run_dir, "SELECT round, attempt, gate, passed FROM gates WHERE round = 2 ORDER BY id")
     assert gates == [(2, 1, "accuracy", 0), (2, 2, "accuracy", 1), (2, 2, "benchmark", 1)]
     reason = rows(run_dir, "SELECT reason FROM gates WHERE round = 2 AND attempt = 1")[0][0]
-    assert "accuracy checker failed" in reason
+    assert "accuracy checker failed it" in reason
 
     keys = {k for (k,) in rows(run_dir, "SELECT key FROM agent_calls")}
     assert {"r002/a2/judge", "r002/a2/judge/t2"} <= keys

@@ -83,7 +83,21 @@ def test_compare_and_summarize_name_the_first_difference() -> None:
     assert compare({"text": "abc"}, "ab")["first_difference_at_char"] == 2  # truncated
     assert compare({"text": "abc"}, None, "HTTP 500")["status"] == "error"
     ok, why = summarize([{"id": "p0", "status": "ok"}, {"id": "p1", **bad}])
-    assert not ok and why.startswith("1 of 2 differ from the reference (first, p1: expected 'abcdef', got 'abXdef')")
+    assert not ok and why.startswith(
+        "1 of 2 differ from the reference (first, p1: they part at character 2: expected 'abcdef', got 'abXdef')")
+
+
+def test_a_difference_late_in_a_long_text_is_shown_where_it_is() -> None:
+    # Texts that agree for 300 characters: the report shows where they part, not two identical openings.
+    want = "the same words again and again " * 10 + "and then the reference goes on like this"
+    got = "the same words again and again " * 10 + "and then the candidate says something else"
+    bad = compare({"text": want}, got)
+    at = bad["first_difference_at_char"]
+    assert at == len("the same words again and again " * 10 + "and then the ")
+    assert bad["expected"].startswith("…") and "reference goes on" in bad["expected"]
+    assert "candidate says" in bad["got"] and bad["expected"] != bad["got"]
+    _, why = summarize([{"id": "p", **bad}])
+    assert "reference goes on" in why and "candidate says" in why
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -146,8 +146,8 @@ def test_a_gate_has_only_loopback_no_credentials_and_writes_only_its_logs(
     sandbox = Sandbox.for_run("bwrap", layout["run"], layout["target"])
     paths = [logs / "report.json", workdir / "server.py", layout["target"] / "checks" / "bench.py",
              layout["run"] / "run.db"]
-    done = run(sandbox.gate_argv([sys.executable, "-c", GATE_PROBE, *map(str, paths)], workdir, [logs]), workdir,
-               tmp_path / "logs", "gate", 60, env=clean_env())
+    done = run(sandbox.judge_argv([sys.executable, "-c", GATE_PROBE, *map(str, paths)], logs, [logs], [workdir]),
+               workdir, tmp_path / "logs", "gate", 60, env=clean_env())
     assert done.returncode == 0, done.tail()
     seen = json.loads(done.stdout_path.read_text())
     assert seen["ifaces"] == ["lo"]
@@ -169,8 +169,8 @@ def test_stopping_a_gate_session_leaves_no_process_even_one_that_left_the_group(
             f"signal.SIG_IGN); time.sleep(600)  # {marker}'], start_new_session=True)\n"
             "print('ready', flush=True); time.sleep(600)\n")
     sandbox = Sandbox.for_run("bwrap", layout["run"], layout["target"])
-    proc = spawn(sandbox.gate_argv([sys.executable, "-c", code], layout["workdir"], []), layout["workdir"],
-                 tmp_path / "logs", "session", env=clean_env())
+    proc = spawn(sandbox.judge_argv([sys.executable, "-c", code], layout["workdir"], [], [layout["workdir"]]),
+                 layout["workdir"], tmp_path / "logs", "session", env=clean_env())
     deadline = time.monotonic() + 30
     while "ready" not in proc.stdout_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -188,13 +188,13 @@ def test_a_gate_session_that_dies_is_a_failed_verdict_naming_its_log(layout: dic
     sandbox = Sandbox.for_run("bwrap", layout["run"], layout["target"])
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the session's interpreter: exits 1 at once
     job = GateJob(gate="accuracy", target_root=layout["target"], workdir=layout["workdir"],
-                  log_dir=tmp_path / "gate", commit="abc", bench_lock=tmp_path / ".benchmark.lock")
+                  log_dir=tmp_path / "gate", commit="abc")
     groups: list[tuple[str, int]] = []
     verdict = run_sandboxed(job, sandbox, on_start=lambda g: groups.append(("start", g)),
                             on_stop=lambda g: groups.append(("stop", g)))
     assert not verdict.passed and verdict.commit == "abc"
     assert "ended with exit code 1 and wrote no verdict" in verdict.reason
-    assert str(tmp_path / "gate" / "session.stderr") in verdict.reason
+    assert str(tmp_path / "gate" / "session.stderr") in verdict.reason and "\n" not in verdict.reason
     assert [what for what, _ in groups] == ["start", "stop"] and groups[0][1] == groups[1][1]
 
 

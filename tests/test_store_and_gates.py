@@ -77,7 +77,7 @@ def test_server_group_is_gone_after_the_gates(toy: Path, tmp_path: Path) -> None
     server = CandidateServer(load_target(toy), toy / "seed", tmp_path / "logs", "server", on_start=seen.append)
     with server:
         acc = accuracy_gate(server.target, server, "abc", tmp_path / "logs")
-        bench = benchmark_gate(server.target, server, "abc", tmp_path / "logs", tmp_path / "lock")
+        bench = benchmark_gate(server.target, server, "abc", tmp_path / "logs")
         assert port_open(server.port)
     assert acc.passed and acc.commit == "abc" and acc.report["passed"] is True
     assert bench.passed and bench.metric == 1.0 and bench.samples == [1.0, 1.0] and bench.spread == 0.0
@@ -105,7 +105,7 @@ def test_server_that_exits_early_says_so(toy: Path, tmp_path: Path) -> None:
     (toy / "seed" / "server.py").write_text("import sys\nprint('no model here', file=sys.stderr)\nsys.exit(3)\n")
     with pytest.raises(ServerNotReady, match="exited with code 3") as e, _server(toy, tmp_path):
         pass
-    assert "no model here" in str(e.value)
+    assert "no model here" in str(e.value) and "no model here" in e.value.detail
 
 
 def test_checker_timeout_kills_the_checker(toy: Path, tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_benchmark_crash_and_bad_reports_fail_the_gate(toy: Path, tmp_path: Path
     with _server(toy, tmp_path) as server:
         for text, words in cases.items():
             bench.write_text(text)
-            verdict = benchmark_gate(server.target, server, "abc", tmp_path / "logs", tmp_path / "lock")
+            verdict = benchmark_gate(server.target, server, "abc", tmp_path / "logs")
             assert not verdict.passed and verdict.metric is None
             assert words in verdict.reason, (words, verdict.reason)
 

@@ -35,7 +35,7 @@ def test_init_then_validate_through_the_cli(tmp_path: Path) -> None:
 
 def test_validate_runs_reference_checker_and_benchmark(toy: Path) -> None:
     names = [c.name for c in validate_target(toy, log=lambda s: None).checks]
-    assert names == ["target.toml", "reference", "deliverable", "accuracy", "benchmark"]
+    assert names == ["target.toml", "sandbox", "reference", "accuracy", "benchmark"]
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,16 @@ def init(directory: Path) -> None:
 
 
 @app.command()
-def validate(target: Path) -> None:
-    """Check TARGET: schema, paths, placeholders, reference, checker and benchmark on the seed."""
+def validate(
+    target: Annotated[Path, typer.Argument(help="The target directory (holding target.toml).")],
+    sandbox: Annotated[SandboxMode, typer.Option(help=SANDBOX_HELP)] = SandboxMode.BWRAP,
+) -> None:
+    """Check TARGET as round 0 of a run would: schema, paths, the reference, then the accuracy gate, the probe
+    gate and the benchmark with its output audit on the seed, under the same sandbox."""
     from vibeserve.target.validate import validate_target
 
-    validate_target(target, log=console.print)
-    console.print(f"[green]{target} is a valid target[/green]")
+    validate_target(target, log=lambda s: console.print(s, markup=False), sandbox_mode=sandbox)
+    console.print(f"{target} is a valid target", style="green", markup=False)
 
 
 def _load_run_config(path: Path | None) -> dict:

@@ -62,7 +62,7 @@ class McpRelay:
                 self._start(self._accept, listener, spec)
                 # PYTHONPATH: an agent CLI hands its MCP servers a bare environment.
                 self.servers.append(spec.model_copy(update={
-                    "command": [sys.executable, "-m", MODULE, "connect", str(path)],
+                    "command": [sys.executable, "-P", "-m", MODULE, "connect", str(path)],
                     "env": {"PYTHONPATH": src},
                 }))
         except BaseException:

@@ -89,15 +89,26 @@ class Completed:
 
     def tail(self, n: int = 2000) -> str:
         """The last ``n`` characters of stderr, then stdout: what a user needs to see of a failure."""
-        parts = []
-        for p in (self.stderr_path, self.stdout_path):
-            try:
-                text = p.read_text(errors="replace")
-            except OSError:
-                continue
-            if text.strip():
-                parts.append(text[-n:])
+        parts = [t for p in (self.stderr_path, self.stdout_path) if (t := read_tail(p, n)).strip()]
         return "\n".join(parts)[-n:]
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a log tail: usually the error itself."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def read_tail(path: Path, n: int = 2000) -> str:
+    """The last ``n`` characters of a file, read from its end (a log may be gigabytes); '' if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4 * n))
+            return f.read().decode(errors="replace")[-n:]
+    except OSError:
+        return ""
 
 
 class Spawned:
@@ -143,8 +154,11 @@ def spawn(
     name: str,
     env: dict[str, str] | None = None,
     stdin_path: Path | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> Spawned:
-    """Start ``argv`` in a new session (its own process group), stdout/stderr to ``log_dir/name.*``."""
+    """Start ``argv`` in a new session (its own process group), stdout/stderr to ``log_dir/name.*``.
+
+    ``preexec`` runs in the child before it executes ``argv`` (limits, a control group)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
     with open(out, "wb") as fo, open(err, "wb") as fe:
@@ -158,6 +172,7 @@ def spawn(
                 stdout=fo,
                 stderr=fe,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         except OSError as e:
             raise CommandNotRunnable(f"cannot run {argv[0]!r} (from {' '.join(argv)}): {e.strerror}") from e

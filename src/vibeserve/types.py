@@ -99,7 +99,10 @@ class GateVerdict(Frozen):
     gate: GateName
     passed: bool
     commit: str
-    reason: str = ""
+    reason: str = ""  # one line: why it failed
+    detail: str = ""  # the evidence (log tails) for the implementer; the full logs stay on disk
+    warnings: list[str] = Field(default_factory=list)  # e.g. a busy machine while it measured
+    target_error: bool = False  # the target's own command (the checker) failed, not the candidate
     metric: float | None = None  # benchmark: the median of the repeats
     samples: list[float] = Field(default_factory=list)
     spread: float | None = None  # benchmark: (max - min) / median

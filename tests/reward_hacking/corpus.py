@@ -10,6 +10,7 @@ from typing import Any
 
 from vibeserve.gates.deterministic import evaluate
 from vibeserve.gates.session import run_gate_session, run_sandboxed
+from vibeserve.jail import candidate_jail
 from vibeserve.sandbox import Sandbox
 from vibeserve.target.spec import load_target
 
@@ -26,12 +27,14 @@ def judge(cand: Candidate, run_dir: Path, sandbox: str = "none") -> dict[str, An
     target_root = copy_target(run_dir.parent / f"{run_dir.name}-targets" / cand.name)
     tree = seed_tree(run_dir / "trees" / cand.name)
     cand.build(tree, target_root)
-    box = Sandbox.for_run(sandbox, run_dir, target_root)
+    target = load_target(target_root)
+    box = Sandbox.for_run(sandbox, run_dir, target_root, target.artifact_paths().values())
     session = partial(run_sandboxed, sandbox=box) if box.active else run_gate_session
     t0 = time.monotonic()
-    verdicts = evaluate(load_target(target_root), tree, run_dir / "logs" / cand.name, cand.name,
-                        run_dir / ".benchmark.lock", RUN_SEED, cache_dir=run_dir / "reference-cache",
-                        session=session)
+    # The candidate is confined as in a run (its own sandbox, or unshare under --sandbox none).
+    verdicts = evaluate(target, tree, run_dir / "logs" / cand.name, cand.name, run_dir / ".benchmark.lock",
+                        RUN_SEED, cache_dir=run_dir / "reference-cache", session=session,
+                        jail=candidate_jail(box, target, run_dir))
     last = verdicts[-1]
     return {
         "name": cand.name, "kind": cand.kind, "honest": cand.honest, "accepted": last.passed,

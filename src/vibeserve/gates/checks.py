@@ -1,7 +1,14 @@
 """The framework's own gates: accuracy checker and benchmark, run against a started candidate.
 
 Every gate returns a ``GateVerdict`` that names the commit, the command and the time it came from; a
-gate never raises for a candidate's failure, it records why the candidate failed.
+gate never raises for a candidate's failure, it records why the candidate failed: a one-line ``reason``
+and the evidence (the ends of the logs) in ``detail``.
+
+The accuracy checker's contract: it writes a JSON object with a boolean ``passed`` to ``{report}``; exit 0
+with ``passed: true`` passes, exit 1 with ``passed: false`` fails the candidate. Anything else (another
+exit code, no report, a Python traceback, exit and report that disagree) is the checker failing, which is
+the target's problem, not the candidate's: the verdict says so (``target_error``), unless the candidate
+died meanwhile.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from vibeserve.gates.server import CandidateServer
-from vibeserve.process import CommandNotRunnable, clean_env, run
+from vibeserve.process import CommandNotRunnable, Completed, clean_env, last_line, read_tail, run
 from vibeserve.target.spec import Target, finite_metric
 from vibeserve.types import GateName, GateVerdict
+
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def read_report(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -26,15 +35,25 @@ def read_report(path: Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"it wrote no report at {path}"
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return None, f"its report {path} is not JSON: {e}"
     if not isinstance(data, dict):
         return None, f"its report {path} is not a JSON object"
     return data, ""
 
 
+def evidence(done: Completed | None, server: CandidateServer, n: int = 2500) -> str:
+    """What the implementer needs to see: the command's output and the deliverable's own log tails."""
+    parts = []
+    if done is not None and (tail := done.tail(n).strip()):
+        parts.append(f"--- {done.stdout_path.stem} output ---\n{tail}")
+    if tail := server.tail(n).strip():
+        parts.append(f"--- the deliverable's logs ---\n{tail}")
+    return "\n".join(parts)
+
+
 def accuracy_gate(target: Target, server: CandidateServer, commit: str, log_dir: Path) -> GateVerdict:
-    """Run the target's accuracy checker against ``server``; exit 0 passes."""
+    """Run the target's accuracy checker against ``server``; see the module docstring for its contract."""
     spec = target.spec.accuracy
     report_path = log_dir / "accuracy.json"
     report_path.unlink(missing_ok=True)
@@ -44,16 +63,34 @@ def accuracy_gate(target: Target, server: CandidateServer, commit: str, log_dir:
     try:
         done = run(argv, target.root, log_dir, "accuracy", spec.timeout_s, env=clean_env())
     except CommandNotRunnable as e:
-        return GateVerdict(passed=False, reason=str(e), wall_s=time.monotonic() - t0, **common)
+        return GateVerdict(passed=False, reason=str(e), target_error=True, wall_s=time.monotonic() - t0, **common)
     report, problem = read_report(report_path)
-    wall = time.monotonic() - t0
+    common.update(report=report or {}, wall_s=time.monotonic() - t0, detail=evidence(done, server))
+    if server.exited is not None:
+        return GateVerdict(passed=False, reason=f"the deliverable exited with code {server.exited} while the "
+                           f"checker ran{server.limit_hit()}", **common)
     if done.timed_out:
-        return GateVerdict(passed=False, reason=f"the accuracy checker timed out after {spec.timeout_s:.0f} s",
-                           report=report or {}, wall_s=wall, **common)
-    if done.returncode != 0:
-        return GateVerdict(passed=False, reason=f"the accuracy checker failed (exit {done.returncode}):\n"
-                           f"{done.tail(3000)}", report=report or {}, wall_s=wall, **common)
-    return GateVerdict(passed=True, reason=problem, report=report or {}, wall_s=wall, **common)
+        return GateVerdict(passed=False, reason=f"the accuracy checker timed out after {spec.timeout_s:.0f} s "
+                           "(the deliverable answered too slowly or not at all)", **common)
+    passed = report.get("passed") if report else None
+    crashed = TRACEBACK in read_tail(done.stderr_path, 20000)
+    if done.returncode == 0 and passed is True and not crashed:
+        return GateVerdict(passed=True, **common)
+    if done.returncode == 1 and passed is False and not crashed:
+        said = next((str(report[k]) for k in ("reason", "summary", "error") if report.get(k)),  # type: ignore[union-attr]
+                    last_line(done.tail()) or f"see its report {report_path}")
+        return GateVerdict(passed=False, reason=f"the accuracy checker failed it: {said[:300]}", **common)
+    if crashed:
+        why = f"crashed (exit {done.returncode}): {last_line(read_tail(done.stderr_path))}"
+    elif report is None:
+        why = f"exited {done.returncode} and {problem}"
+    elif not isinstance(passed, bool):
+        why = f"exited {done.returncode} but its report has no boolean \"passed\""
+    else:
+        why = f"exited {done.returncode} with \"passed\": {str(passed).lower()} (0 must pass, 1 must fail)"
+    return GateVerdict(passed=False, target_error=True, reason=f"the accuracy checker {why}; see "
+                       f"{done.stderr_path}. A checker reports a failing candidate with exit 1 and "
+                       "\"passed\": false", **common)
 
 
 @contextmanager
@@ -68,60 +105,64 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def benchmark_gate(
-    target: Target, server: CandidateServer, commit: str, log_dir: Path, lock_path: Path
-) -> GateVerdict:
-    """Run the benchmark ``warmup + repeats`` times on the warm server; the median of the repeats ranks."""
+def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir: Path) -> GateVerdict:
+    """Run the benchmark ``warmup + repeats`` times on the warm server; the median of the repeats ranks.
+
+    The caller holds the machine's benchmark lock (outside any sandbox, where no candidate reaches it).
+    """
     spec = target.spec.benchmark
     started, t0 = time.time(), time.monotonic()
     samples: list[float] = []
     reports: list[dict[str, Any]] = []
     argv: list[str] = []
 
-    def verdict(passed: bool, reason: str = "") -> GateVerdict:
+    def verdict(passed: bool, reason: str = "", done: Completed | None = None) -> GateVerdict:
         median = statistics.median(samples) if samples else None
         spread = (max(samples) - min(samples)) / abs(median) if samples and median else None
         return GateVerdict(
             gate=GateName.BENCHMARK, passed=passed, commit=commit, reason=reason, metric=median if passed else None,
             samples=samples, spread=spread, report={"runs": reports}, command=argv, started_at=started,
-            wall_s=time.monotonic() - t0,
+            wall_s=time.monotonic() - t0, detail="" if passed else evidence(done, server),
         )
 
-    with exclusive(lock_path):
-        for i in range(spec.warmup + spec.repeats):
-            warm = i < spec.warmup
-            name = f"bench-warmup{i}" if warm else f"bench{i - spec.warmup}"
-            report_path = log_dir / f"{name}.json"
-            report_path.unlink(missing_ok=True)
-            responses = log_dir / f"{name}.responses.jsonl"
-            argv = target.render(spec.command, url=server.url, port=server.port, report=report_path,
-                                 responses=responses)
-            try:
-                done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
-            except CommandNotRunnable as e:
-                return verdict(False, str(e))
-            if done.timed_out:
-                return verdict(False, f"benchmark run {name} timed out after {spec.timeout_s:.0f} s")
-            if done.returncode != 0:
-                return verdict(False, f"benchmark run {name} failed (exit {done.returncode}):\n{done.tail(3000)}")
-            if server.proc is None or server.proc.poll() is not None:
-                return verdict(False, f"the deliverable exited during benchmark run {name}")
-            report, problem = read_report(report_path)
-            if report is None:
-                return verdict(False, f"benchmark run {name}: {problem}")
-            try:
-                value = finite_metric(report, spec.metric)
-            except KeyError:
-                return verdict(False, f"benchmark run {name}: its report has no metric {spec.metric!r} "
-                               f"(keys: {', '.join(sorted(report))[:300]})")
-            except ValueError as e:
-                return verdict(False, f"benchmark run {name}: {e}")
-            failed = report.get("failed")
-            if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
-                # A failed or cut-short request counts against the candidate, whatever the metric says.
-                return verdict(False, f"benchmark run {name}: {failed:g} request(s) failed; every request must "
-                               "complete for a measurement to count")
-            if not warm:
-                samples.append(value)
-                reports.append(report)
+    for i in range(spec.warmup + spec.repeats):
+        warm = i < spec.warmup
+        name = f"bench-warmup{i}" if warm else f"bench{i - spec.warmup}"
+        report_path = log_dir / f"{name}.json"
+        report_path.unlink(missing_ok=True)
+        responses = log_dir / f"{name}.responses.jsonl"
+        argv = target.render(spec.command, url=server.url, port=server.port, report=report_path,
+                             responses=responses)
+        try:
+            done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
+        except CommandNotRunnable as e:
+            return verdict(False, str(e))
+        if server.exited is not None:
+            return verdict(False, f"the deliverable exited with code {server.exited} during benchmark run "
+                           f"{name}{server.limit_hit()}", done)
+        if done.timed_out:
+            return verdict(False, f"benchmark run {name} timed out after {spec.timeout_s:.0f} s", done)
+        if done.returncode != 0:
+            return verdict(False, f"benchmark run {name} failed (exit {done.returncode}): "
+                           f"{last_line(done.tail())}; see {done.stdout_path}", done)
+        report, problem = read_report(report_path)
+        if report is None:
+            return verdict(False, f"benchmark run {name}: {problem}", done)
+        try:
+            value = finite_metric(report, spec.metric)
+        except KeyError:
+            return verdict(False, f"benchmark run {name}: its report has no metric {spec.metric!r} "
+                           f"(keys: {', '.join(sorted(report))[:300]})", done)
+        except ValueError as e:
+            return verdict(False, f"benchmark run {name}: {e}", done)
+        failed = report.get("failed")
+        if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
+            # A failed or cut-short request counts against the candidate, whatever the metric says.
+            kinds = report.get("failures") if isinstance(report.get("failures"), dict) else {}
+            said = ", ".join(f"{k}: {v}" for k, v in list(kinds.items())[:4])
+            return verdict(False, f"benchmark run {name}: {failed:g} request(s) failed{f' ({said})' if said else ''}; "
+                           "every request must complete for a measurement to count", done)
+        if not warm:
+            samples.append(value)
+            reports.append(report)
     return verdict(True)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vibeserve.gates.checks import exclusive
+from vibeserve.gates.load import LoadMeter
 from vibeserve.gates.probes import (
     audit_responses,
     audits,
@@ -25,6 +27,9 @@ from vibeserve.gates.probes import (
     summarize,
 )
 from vibeserve.gates.session import GateJob, run_gate_session
+from vibeserve.jail import CandidateJail
+from vibeserve.limits import CandidateGroup
+from vibeserve.sandbox import SandboxMode
 from vibeserve.target.spec import Target
 from vibeserve.types import GateName, GateVerdict
 
@@ -38,10 +43,15 @@ def gates_in_order(target: Target) -> list[GateName]:
 
 def run_gate(
     target: Target, gate: GateName, job: GateJob, session: SessionRunner, run_seed: int, attempt: int,
-    cache_dir: Path,
+    cache_dir: Path, bench_lock: Path,
 ) -> GateVerdict:
     """One gate for one candidate: probes are made before the session and compared after it; the
-    benchmark's answers are audited after it. ``session`` runs the candidate's side (in process or isolated)."""
+    benchmark's answers are audited after it. ``session`` runs the candidate's side (in process or isolated).
+
+    The candidate gets a control group for the session where the machine allows (its limits, and no
+    descendant outliving the gate); a benchmark session holds the machine's benchmark lock, here, where no
+    candidate can reach it, and measures the machine's other work meanwhile.
+    """
     t0 = time.monotonic()
     job.log_dir.mkdir(parents=True, exist_ok=True)
     probes: list[dict] = []
@@ -49,13 +59,22 @@ def run_gate(
         spec = target.spec.probes
         seed = round_seed(run_seed, job.round, f"probes-a{attempt}")
         if spec.kind == "openai-completions":
-            probes = make_probes(seed, spec.count, spec.max_tokens)
+            probes = make_probes(seed, spec.count, spec.max_tokens, spec.kinds)
             path = job.log_dir / "probes.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in probes))
             job = job.model_copy(update={"probes_file": path})
         else:
             job = job.model_copy(update={"probe_seed": seed % 2**31})
-    verdict = session(job)
+    with CandidateGroup(job.jail.limits) as limits:
+        job = job.model_copy(update={"jail": job.jail.model_copy(update={"limits": limits})})
+        if gate is GateName.BENCHMARK:
+            with exclusive(bench_lock), LoadMeter() as meter:
+                verdict = session(job)
+            warning = meter.warning(target.spec.benchmark.max_background_load)
+            verdict = verdict.model_copy(update={"report": {**verdict.report, "load": meter.report()},
+                                                 "warnings": [*verdict.warnings, *([warning] if warning else [])]})
+        else:
+            verdict = session(job)
     if probes and verdict.passed:
         verdict = _judge_probes(target, verdict, probes, cache_dir, job.log_dir)
     if gate is GateName.BENCHMARK and verdict.passed and audits(target):
@@ -84,13 +103,15 @@ def _judge_probes(target: Target, verdict: GateVerdict, probes: list[dict], cach
 def evaluate(
     target: Target, workdir: Path, log_dir: Path, commit: str, bench_lock: Path, run_seed: int,
     round_no: int = 1, attempt: int = 1, cache_dir: Path | None = None, session: SessionRunner = run_gate_session,
+    jail: CandidateJail | None = None,
 ) -> list[GateVerdict]:
     """Every deterministic gate in order until one fails; the last verdict decides."""
     verdicts = []
     for gate in [*gates_in_order(target), GateName.BENCHMARK]:
         job = GateJob(gate=gate, target_root=target.root, workdir=workdir, log_dir=log_dir / str(gate),
-                      commit=commit, bench_lock=bench_lock, round=round_no)
-        verdicts.append(run_gate(target, gate, job, session, run_seed, attempt, cache_dir or log_dir / "reference-cache"))
+                      commit=commit, round=round_no, jail=jail or CandidateJail(mode=SandboxMode.NONE))
+        verdicts.append(run_gate(target, gate, job, session, run_seed, attempt,
+                                 cache_dir or log_dir / "reference-cache", bench_lock))
         if not verdicts[-1].passed:
             break
     return verdicts

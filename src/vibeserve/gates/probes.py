@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +60,18 @@ class ReferenceFailed(VibeserveError):
     """The target's reference command failed: a target problem, never the candidate's."""
 
 
-def make_probes(seed: int, count: int, max_tokens: int) -> list[dict[str, Any]]:
-    """``count`` requests in the reference's request format, alternating completion and chat, with prompts of
-    varied length and varied ``max_tokens`` (1, half, full), the last repeating the first prompt with another
-    ``max_tokens``; all determined by ``seed``."""
+def make_probes(seed: int, count: int, max_tokens: int,
+                kinds: Sequence[str] = ("completion", "chat")) -> list[dict[str, Any]]:
+    """``count`` requests in the reference's request format, taking turns over ``kinds`` (completion, chat),
+    with prompts of varied length and varied ``max_tokens`` (1, half, full), the last repeating the first
+    prompt with another ``max_tokens``; all determined by ``seed``."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
         words = " ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 3, 8, 20, 48])))
         fill = {"words": words, "a": rng.choice(WORDS), "b": rng.choice(WORDS)}
         n = rng.choice([1, max(1, max_tokens // 2), max_tokens, max_tokens])
-        if i % 2 == 0:
+        if kinds[i % len(kinds)] == "completion":
             text = rng.choice(COMPLETION_TEMPLATES).format(**fill)
             out.append({"id": f"probe-{i}", "kind": "completion", "prompt": text, "max_tokens": n})
         else:
@@ -130,7 +131,7 @@ def reference_outputs(
 
 
 def compare(expected: dict[str, Any], got_text: str | None, error: str | None = None) -> dict[str, Any]:
-    """One probe's outcome: ``ok``, ``mismatch`` (with where the texts part) or ``error``."""
+    """One probe's outcome: ``ok``, ``mismatch`` (with where the texts part, in context) or ``error``."""
     want = expected.get("text", "")
     if error is not None:
         return {"status": "error", "error": error[:300], "expected": want[:200]}
@@ -138,7 +139,14 @@ def compare(expected: dict[str, Any], got_text: str | None, error: str | None = 
         return {"status": "ok"}
     got = got_text or ""
     at = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
-    return {"status": "mismatch", "first_difference_at_char": at, "expected": want[:200], "got": got[:200]}
+    return {"status": "mismatch", "first_difference_at_char": at, "expected": _around(want, at),
+            "got": _around(got, at), "expected_chars": len(want), "got_chars": len(got)}
+
+
+def _around(text: str, at: int, before: int = 40, after: int = 60) -> str:
+    """The text around position ``at``, with ``…`` where it is cut: where two texts part is what matters."""
+    start, end = max(0, at - before), min(len(text), at + after)
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
 def summarize(results: Iterable[dict[str, Any]]) -> tuple[bool, str]:
@@ -147,7 +155,11 @@ def summarize(results: Iterable[dict[str, Any]]) -> tuple[bool, str]:
     if not bad:
         return True, ""
     first = bad[0]
-    detail = first.get("error") or f"expected {first['expected'][:80]!r}, got {first['got'][:80]!r}"
+    if first.get("error"):
+        detail = first["error"]
+    else:
+        detail = (f"they part at character {first['first_difference_at_char']}: expected {first['expected']!r}, "
+                  f"got {first['got']!r}")
     return False, f"{len(bad)} of {len(results)} differ from the reference (first, {first['id']}: {detail})"
 
 
@@ -225,9 +237,9 @@ def ask_all(url: str, requests: list[dict[str, Any]], timeout: float) -> list[tu
 
 # -- the output audit ---------------------------------------------------------------------------------------
 def audits(target: Target) -> bool:
-    """Whether benchmark answers are audited: the benchmark writes them ({responses}) and samples are asked."""
+    """Whether benchmark answers are audited: the benchmark writes them ({responses}) and the audit is on."""
     spec = target.spec.benchmark
-    return spec.audit_samples > 0 and any("{responses}" in a for a in spec.command)
+    return spec.audit_samples != 0 and any("{responses}" in a for a in spec.command)
 
 
 def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
@@ -240,34 +252,50 @@ def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
     return None
 
 
-def audit_responses(target: Target, log_dir: Path, cache_dir: Path, seed: int, count: int) -> dict[str, Any]:
-    """Compares ``count`` answers the measured benchmark runs received (chosen by ``seed``) with the
-    reference. Fails when the benchmark wrote no answers, when any answer it recorded was a failure, or
-    when a sampled answer differs."""
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], str]:
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                return [], f"output audit: {path.name}:{n} is not JSON"
+    return rows, ""
+
+
+def audit_responses(target: Target, log_dir: Path, cache_dir: Path, seed: int, count: int | None) -> dict[str, Any]:
+    """Compares the answers of one timed benchmark repeat with the reference: every answer (``count`` None)
+    or ``count`` of them. The repeat and the sample are drawn from ``seed`` only now, after every repeat
+    has finished, so a candidate cannot know which to serve honestly. Fails when the benchmark wrote no
+    answers, when any answer of any repeat was recorded as a failure, when no answer could be compared,
+    or when one differs."""
     files = sorted(log_dir.glob("bench[0-9]*.responses.jsonl"))
-    rows: list[dict[str, Any]] = []
-    for f in files:
-        for n, line in enumerate(f.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    return {"passed": False, "reason": f"output audit: {f.name}:{n} is not JSON", "checked": 0}
-    if not rows:
+    if not files:
         return {"passed": False, "checked": 0,
                 "reason": "output audit: the benchmark wrote no answers to {responses}, so none could be checked"}
-    failed = [r for r in rows if r.get("ok") is False]
+    every: list[list[dict[str, Any]]] = []
+    for f in files:
+        rows, problem = _read_rows(f)
+        if problem:
+            return {"passed": False, "checked": 0, "reason": problem}
+        every.append(rows)
+    failed = [r for rows in every for r in rows if r.get("ok") is False]
     if failed:
         return {"passed": False, "checked": 0, "reason": f"output audit: {len(failed)} benchmark request(s) "
                 f"recorded as failed (first: {failed[0].get('error')})"}
+    rng = random.Random(seed)
+    pick = rng.randrange(len(files))
+    rows = every[pick]
     usable = [(i, req) for i, row in enumerate(rows) if (req := _as_request(row, i)) is not None]
     if not usable:
-        return {"passed": True, "checked": 0, "reason": "", "note": "no answer could be compared (ignore_eos)"}
-    picked = random.Random(seed).sample(usable, min(count, len(usable)))
+        return {"passed": False, "checked": 0, "repeat": files[pick].name,
+                "reason": f"output audit: none of the {len(rows)} answers of {files[pick].name} could be compared "
+                          "with the reference (no prompt or messages recorded, or ignore_eos)"}
+    picked = usable if count is None else rng.sample(usable, min(count, len(usable)))
     requests = [req for _, req in picked]
     expected = reference_outputs(target, requests, cache_dir, log_dir)
     results = [{"id": req["id"], **compare(exp, rows[i].get("text"))}
                for (i, req), exp in zip(picked, expected, strict=True)]
     passed, why = summarize(results)
-    return {"passed": passed, "checked": len(results), "of": len(rows), "results": results,
-            "reason": f"output audit: {why} under load" if why else ""}
+    return {"passed": passed, "checked": len(results), "of": len(rows), "repeat": files[pick].name,
+            "results": results, "reason": f"output audit: {why} under load" if why else ""}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 import urllib.error
@@ -10,7 +9,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from vibeserve.process import Spawned, clean_env, spawn
+from vibeserve.jail import CandidateJail
+from vibeserve.process import Spawned, clean_env, last_line, read_tail, spawn
+from vibeserve.sandbox import SandboxMode
 from vibeserve.target.spec import Target
 
 
@@ -27,11 +28,15 @@ def port_open(port: int) -> bool:
 
 
 class ServerNotReady(Exception):
-    """The deliverable did not answer its ready URL in time, or exited first."""
+    """The deliverable did not answer its ready URL in time, or exited first; ``detail``: its log tails."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.detail = detail
 
 
 class CandidateServer:
-    """A running deliverable. Use as a context manager so the group is always stopped."""
+    """A running deliverable, confined by ``jail``. Use as a context manager so the group is always stopped."""
 
     def __init__(
         self,
@@ -41,9 +46,11 @@ class CandidateServer:
         name: str,
         on_start: Callable[[int], None] | None = None,
         on_stop: Callable[[int], None] | None = None,
+        jail: CandidateJail | None = None,
     ):
         self.target, self.workdir, self.log_dir, self.name = target, workdir, log_dir, name
         self.on_start, self.on_stop = on_start, on_stop
+        self.jail = jail or CandidateJail(mode=SandboxMode.NONE)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: Spawned | None = None
@@ -56,7 +63,8 @@ class CandidateServer:
     def start(self) -> None:
         spec = self.target.spec.deliverable
         t0 = time.monotonic()
-        self.proc = spawn(self.argv, self.workdir, self.log_dir, self.name, env=clean_env())
+        self.proc = spawn(self.jail.argv(self.argv, self.workdir), self.workdir, self.log_dir, self.name,
+                          env=clean_env(), preexec=self.jail.limits.apply)
         if self.on_start:
             self.on_start(self.proc.pgid)
         ready = self.target.render([spec.ready_url], port=self.port)[0]
@@ -64,9 +72,9 @@ class CandidateServer:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise ServerNotReady(
-                    f"the deliverable exited with code {code} before it was ready:\n{self._tail()}"
-                )
+                said = last_line(read_tail(self.proc.stderr_path)) or last_line(read_tail(self.proc.stdout_path))
+                raise ServerNotReady(f"the deliverable exited with code {code} before it was ready{self.limit_hit()}"
+                                     f"{': ' + said if said else ''}", self.tail())
             try:
                 with urllib.request.urlopen(ready, timeout=2) as r:
                     if r.status == 200:
@@ -75,16 +83,29 @@ class CandidateServer:
             except (urllib.error.URLError, OSError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise ServerNotReady(
-            f"the deliverable did not answer 200 at {ready} within {spec.ready_timeout_s:.0f} s:\n{self._tail()}"
-        )
+        raise ServerNotReady(f"the deliverable did not answer 200 at {ready} within {spec.ready_timeout_s:.0f} s",
+                             self.tail())
 
-    def _tail(self) -> str:
-        parts = []
-        for p in (self.proc.stderr_path, self.proc.stdout_path) if self.proc else ():
-            with contextlib.suppress(OSError):
-                parts.append(p.read_text(errors="replace")[-1500:])
-        return "\n".join(x for x in parts if x.strip())
+    def tail(self, n: int = 1500) -> str:
+        """The end of the deliverable's stderr and stdout, read from the end of its logs."""
+        if self.proc is None:
+            return ""
+        parts = [f"[{p.name}]\n{t}" for p in (self.proc.stderr_path, self.proc.stdout_path)
+                 if (t := read_tail(p, n)).strip()]
+        return "\n".join(parts)
+
+    @property
+    def exited(self) -> int | None:
+        """The deliverable's exit code once it has exited, else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    def limit_hit(self) -> str:
+        """'': (it ran into no limit), else '; <which [limits] key it passed>' for a failed verdict."""
+        if self.proc is None:
+            return ""
+        files = [self.proc.stderr_path, self.proc.stdout_path]
+        said = self.jail.limits.which_passed(self.proc.poll(), read_tail(self.proc.stderr_path, 4000), files)
+        return f"; {said}" if said else ""
 
     def stop(self) -> None:
         if self.proc is not None:

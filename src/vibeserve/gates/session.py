@@ -1,8 +1,9 @@
 """One gate session: start the candidate, run one gate against it, stop it, return the verdict.
 
 A session is described by a ``GateJob`` (plain data), so it can run in this process or, isolated, in a
-child process (``python -m vibeserve.gates.session JOB.json VERDICT.json``) inside the gate sandbox, where
-server, checker and benchmark share one network namespace with only loopback in it (``run_sandboxed``).
+child process (``python -P -m vibeserve.gates.session JOB.json VERDICT.json``) inside the judges' sandbox
+(``run_sandboxed``): the checker and the benchmark run there, beside nothing but loopback, and the
+candidate in a sandbox of its own inside it (``CandidateJail``), from which it can reach none of them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from vibeserve.gates.checks import accuracy_gate, benchmark_gate, read_report
 from vibeserve.gates.probes import ask_all
 from vibeserve.gates.server import CandidateServer, ServerNotReady
-from vibeserve.process import CommandNotRunnable, clean_env, run, spawn
-from vibeserve.sandbox import Sandbox
+from vibeserve.jail import CandidateJail
+from vibeserve.process import CommandNotRunnable, clean_env, last_line, read_tail, run, spawn
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.target.spec import Target, load_target
 from vibeserve.types import GateName, GateVerdict
 
@@ -34,10 +36,10 @@ class GateJob(BaseModel):
     workdir: Path  # the candidate's tree (the deliverable is started from here)
     log_dir: Path
     commit: str
-    bench_lock: Path
     round: int = 0
-    # The probe gate's inputs and the reference's outputs for them, one {"request", "expected"} a line
-    # (made before the session, so the reference never runs next to the candidate).
+    jail: CandidateJail = CandidateJail(mode=SandboxMode.NONE)
+    # The probe gate's inputs, one request a line (made before the session; the reference's answers are
+    # made after it, so no expected output exists anywhere while the candidate runs).
     probes_file: Path | None = None
     probe_seed: int = 0  # for a target's own probe command ({seed})
 
@@ -49,15 +51,19 @@ def run_gate_session(
 ) -> GateVerdict:
     """Never raises for the candidate's faults: a server that does not start is a failed verdict."""
     target = load_target(job.target_root)
-    server = CandidateServer(target, job.workdir, job.log_dir, "server", on_start=on_start, on_stop=on_stop)
+    server = CandidateServer(target, job.workdir, job.log_dir, "server", on_start=on_start, on_stop=on_stop,
+                             jail=job.jail)
     try:
         with server:
             if job.gate is GateName.ACCURACY:
                 return accuracy_gate(target, server, job.commit, job.log_dir)
             if job.gate is GateName.PROBES:
                 return probe_gate(target, server, job)
-            return benchmark_gate(target, server, job.commit, job.log_dir, job.bench_lock)
-    except (ServerNotReady, CommandNotRunnable) as e:
+            return benchmark_gate(target, server, job.commit, job.log_dir)
+    except ServerNotReady as e:
+        return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), detail=e.detail,
+                           command=server.argv)
+    except CommandNotRunnable as e:
         return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), command=server.argv)
 
 
@@ -73,30 +79,27 @@ def probe_gate(target: Target, server: CandidateServer, job: GateJob) -> GateVer
         report = read_report(report_path)[0] or {}  # a missing or malformed report is not fatal here
         passed = done.returncode == 0 and not done.timed_out
         reason = "" if passed else (f"the probe command timed out after {spec.timeout_s:.0f} s" if done.timed_out
-                                    else f"the probe command failed (exit {done.returncode}):\n{done.tail(2000)}")
+                                    else f"the probe command failed (exit {done.returncode}): {last_line(done.tail())}")
         return GateVerdict(**common, passed=passed, reason=reason, report=report, command=argv,
-                           wall_s=time.monotonic() - t0)
+                           detail="" if passed else done.tail(2500), wall_s=time.monotonic() - t0)
     assert job.probes_file is not None, "an openai-completions probe gate needs its probes file"
     # Only the answers are collected here; the framework compares them with the reference after the
     # candidate has stopped, so no expected output exists anywhere while the candidate runs.
     requests = [json.loads(line) for line in job.probes_file.read_text().splitlines() if line.strip()]
     answers = ask_all(server.url, requests, timeout=spec.timeout_s)
     return GateVerdict(**common, passed=True, report={"answers": [{"text": t, "error": e} for t, e in answers]},
-                       command=[f"{len(requests)} probe requests to {server.url}"], wall_s=time.monotonic() - t0)
+                       command=[f"{len(requests)} probe requests to {server.url}"], wall_s=time.monotonic() - t0,
+                       detail=server.tail(2500))
 
 
 def session_timeout(target: Target, gate: GateName) -> float:
-    """A bound on a whole session: every step inside has its own timeout; this one catches a hung session.
-
-    The benchmark lock is waited for without a limit in process too, so the run's wall-clock budget is
-    the benchmark session's allowance for it.
-    """
+    """A bound on a whole session: every step inside has its own timeout; this one catches a hung session."""
     spec = target.spec
     grace = 120.0
     if gate is GateName.BENCHMARK:
         runs = spec.benchmark.warmup + spec.benchmark.repeats
-        return spec.deliverable.ready_timeout_s + runs * spec.benchmark.timeout_s + spec.budget.max_wall_h * 3600 + grace
-    step = spec.probes.timeout_s + spec.reference.timeout_s if gate is GateName.PROBES else spec.accuracy.timeout_s
+        return spec.deliverable.ready_timeout_s + runs * spec.benchmark.timeout_s + grace
+    step = spec.probes.timeout_s if gate is GateName.PROBES else spec.accuracy.timeout_s
     return spec.deliverable.ready_timeout_s + step + grace
 
 
@@ -106,23 +109,23 @@ def run_sandboxed(
     on_start: Callable[[int], None] | None = None,
     on_stop: Callable[[int], None] | None = None,
 ) -> GateVerdict:
-    """Run the session as a child process inside ``sandbox`` with no credentials in its environment.
+    """Run the session as a child process in the judges' sandbox with no credentials in its environment.
 
     ``on_start``/``on_stop`` get the child's process group (the sandbox, and all inside it, goes with it).
     A session that dies or writes no verdict is a failed verdict naming its log.
     """
     target = load_target(job.target_root)
     job.log_dir.mkdir(parents=True, exist_ok=True)
-    job.bench_lock.parent.mkdir(parents=True, exist_ok=True)
-    job.bench_lock.touch()  # bound into the sandbox as a file, so the flock is shared with other runs
     job_path, verdict_path = job.log_dir / "session-job.json", job.log_dir / "session-verdict.json"
     job_path.write_text(job.model_dump_json())
     verdict_path.unlink(missing_ok=True)
-    inner = [sys.executable, "-m", "vibeserve.gates.session", str(job_path), str(verdict_path)]
-    argv = sandbox.gate_argv(inner, job.workdir, writable=[job.log_dir, job.bench_lock])
+    # -P and a current directory no agent writes: the session imports only the installed vibeserve.
+    inner = [sys.executable, "-P", "-m", "vibeserve.gates.session", str(job_path), str(verdict_path)]
+    argv = sandbox.judge_argv(inner, job.log_dir, writable=[job.log_dir, *job.jail.limits.cgroup],
+                              readonly=[job.workdir])
     timeout = session_timeout(target, job.gate)
     try:
-        proc = spawn(argv, job.workdir, job.log_dir, "session", env=clean_env())
+        proc = spawn(argv, job.log_dir, job.log_dir, "session", env=clean_env())
     except CommandNotRunnable as e:
         return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), command=argv)
     if on_start:
@@ -140,13 +143,14 @@ def run_sandboxed(
     why = (f"did not finish within {timeout:.0f} s and was killed" if done.timed_out
            else f"ended with exit code {done.returncode} and wrote no verdict")
     return GateVerdict(gate=job.gate, passed=False, commit=job.commit, command=argv,
-                       reason=f"the {job.gate} gate session {why}; see {done.stderr_path}:\n{done.tail(2000)}")
+                       reason=f"the {job.gate} gate session {why}; see {done.stderr_path}",
+                       detail=read_tail(done.stderr_path, 2000))
 
 
 def main(argv: list[str]) -> int:
-    """``python -m vibeserve.gates.session JOB.json VERDICT.json``: exit 0 once the verdict is written."""
+    """``python -P -m vibeserve.gates.session JOB.json VERDICT.json``: exit 0 once the verdict is written."""
     if len(argv) != 2:
-        print("usage: python -m vibeserve.gates.session JOB.json VERDICT.json", file=sys.stderr)
+        print("usage: python -P -m vibeserve.gates.session JOB.json VERDICT.json", file=sys.stderr)
         return 2
     job = GateJob.model_validate_json(Path(argv[0]).read_text())
     verdict = run_gate_session(job)

@@ -16,12 +16,14 @@ from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript, agent_env, find_binary
 from vibeserve.mcp_relay import McpRelay
+from vibeserve.netrelay import EndpointRelay
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 PACKAGE = "@anthropic-ai/claude-code@2.1.328"
 FILE_TOOLS = ("Bash", "Read", "Write", "Edit", "Glob", "Grep")
 PROVIDER_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+DEFAULT_ENDPOINT = "https://api.anthropic.com"  # where Claude Code sends requests when no base_url is given
 
 
 class ClaudeHarness:
@@ -65,16 +67,19 @@ class ClaudeHarness:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": str(self.max_retries),
             "API_TIMEOUT_MS": str(self.api_timeout_ms), "ENABLE_TOOL_SEARCH": "false",
         }
-        if self.base_url:
-            extra["ANTHROPIC_BASE_URL"] = self.base_url
         started = time.monotonic()
         with Transcript(call, self.name) as log:
             try:
-                with McpRelay(call.mcp_servers, call.workdir, work, enabled=self.sandbox.active) as relay:
+                boxed = self.sandbox.active
+                with McpRelay(call.mcp_servers, call.transcript_path.parent, work, enabled=boxed) as relay, \
+                        EndpointRelay([self.base_url or DEFAULT_ENDPOINT] if boxed else []) as net:
+                    if self.base_url:
+                        extra["ANTHROPIC_BASE_URL"] = net.url(self.base_url)
                     relayed = call.model_copy(update={"mcp_servers": relay.servers})
-                    argv = self.sandbox.agent_argv(self.argv(relayed), call.workdir, [work, *relay.binds])
+                    argv = self.sandbox.agent_argv(self.argv(relayed), call.workdir, [work, *relay.binds, *net.binds],
+                                                   network=net.prefix)
                     done = process.run(argv, call.workdir, work, "claude", call.timeout_s,
-                                       env=agent_env(PROVIDER_VARS, extra))
+                                       env=agent_env(PROVIDER_VARS, {**extra, **net.env}))
             except process.CommandNotRunnable as e:
                 log.event("error", error=str(e))
                 return AgentResult(reply=None, exit_reason=ExitReason.ERROR, wall_s=0.0, error=str(e),

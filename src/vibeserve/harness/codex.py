@@ -16,10 +16,12 @@ from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript, agent_env, find_binary
 from vibeserve.mcp_relay import McpRelay
+from vibeserve.netrelay import EndpointRelay
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 PACKAGE = "@openai/codex@0.169.0"
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"  # where Codex sends requests when no base_url is given
 
 
 def _toml(value: Any) -> str:
@@ -49,7 +51,7 @@ class CodexHarness:
     def check(self) -> None:
         self.binary = find_binary("codex", self.binary_opt, PACKAGE)
 
-    def argv(self, call: AgentCall, schema: Path, last: Path) -> list[str]:
+    def argv(self, call: AgentCall, schema: Path, last: Path, base_url: str | None = None) -> list[str]:
         argv = [self.binary or find_binary("codex", self.binary_opt, PACKAGE), "exec",
                 "--dangerously-bypass-approvals-and-sandbox", "--ephemeral", "--json",
                 "--disable", "unbounded_connection_retries",
@@ -58,7 +60,7 @@ class CodexHarness:
         if call.model:
             argv += ["-m", call.model]
         if self.base_url:
-            provider = {"name": "vibeserve", "base_url": self.base_url, "wire_api": "responses",
+            provider = {"name": "vibeserve", "base_url": base_url or self.base_url, "wire_api": "responses",
                         "env_key": self.env_key, "request_max_retries": 0, "stream_max_retries": 0}
             argv += ["-c", "model_provider=vibeserve", "-c", f"model_providers.vibeserve={_toml(provider)}"]
         if self.catalog:
@@ -84,11 +86,14 @@ class CodexHarness:
         started = time.monotonic()
         with Transcript(call, self.name) as log:
             try:
-                with McpRelay(call.mcp_servers, call.workdir, work, enabled=self.sandbox.active) as relay:
+                boxed = self.sandbox.active
+                with McpRelay(call.mcp_servers, call.transcript_path.parent, work, enabled=boxed) as relay, \
+                        EndpointRelay([self.base_url or DEFAULT_ENDPOINT] if boxed else []) as net:
                     relayed = call.model_copy(update={"mcp_servers": relay.servers})
-                    argv = self.sandbox.agent_argv(self.argv(relayed, schema, last), call.workdir,
-                                                   [home, work, *relay.binds])
-                    done = process.run(argv, call.workdir, work, "codex", call.timeout_s, env=env)
+                    inner = self.argv(relayed, schema, last, net.url(self.base_url) if self.base_url else None)
+                    argv = self.sandbox.agent_argv(inner, call.workdir, [home, work, *relay.binds, *net.binds],
+                                                   network=net.prefix)
+                    done = process.run(argv, call.workdir, work, "codex", call.timeout_s, env={**env, **net.env})
             except process.CommandNotRunnable as e:
                 log.event("error", error=str(e))
                 return AgentResult(reply=None, exit_reason=ExitReason.ERROR, wall_s=0.0, error=str(e),

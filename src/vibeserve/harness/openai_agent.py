@@ -103,7 +103,7 @@ class OpenAIHarness:
         logs = call.transcript_path.with_suffix(".logs")
         # Closed inside the event loop: a client left to the garbage collector closes on a dead loop.
         async with AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "unset",
-                               max_retries=2) as client, McpSession(call.mcp_servers, call.workdir, logs) as mcp:
+                               max_retries=2) as client, McpSession(call.mcp_servers, call.transcript_path.parent, logs) as mcp:
             tools = [*BUILTIN_TOOLS, *(_fn(f"mcp__{t.server}__{t.name}", t.description, t.input_schema)
                                        for t in mcp.tools),
                      _fn("submit", "Submit the final reply; ends the task.", call.reply_schema)]

@@ -26,7 +26,7 @@ from vibeserve import process
 from vibeserve.errors import HarnessError
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
 from vibeserve.harness.transcript import Transcript
-from vibeserve.sandbox import Sandbox
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 FILE = "trajectory.toml"
@@ -99,9 +99,9 @@ class ScriptedHarness:
     name = "scripted"
 
     def __init__(self, trajectory: Path, sandbox: Sandbox | None = None):
-        # The sandbox is not used: a replay's patches, files and MCP calls are the framework's own doing,
-        # and its commands stay in the framework's process tree (tests signal the run from them).
-        del sandbox
+        # A replay's patches, files and MCP calls are the framework's own doing; its commands stand for an
+        # agent's shell tool, so they run in the agent sandbox (with no network at all).
+        self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.dir = Path(trajectory)
         self.file = self.dir / FILE
         self._trajectory: Trajectory | None = None
@@ -225,8 +225,8 @@ class ScriptedHarness:
             log.event("tool_result", name="write_files", output={"missing": missing}, is_error=bool(missing))
         for i, argv in enumerate(step.commands):
             try:
-                done = process.run(argv, call.workdir, logs, f"command-{i}", timeout_s=remaining(),
-                                   env=process.clean_env(call.env))
+                done = process.run(self.sandbox.agent_argv(argv, call.workdir), call.workdir, logs,
+                                   f"command-{i}", timeout_s=remaining(), env=process.clean_env(call.env))
             except process.CommandNotRunnable as e:
                 # A real agent would read "command not found" and go on; so does the replay.
                 log.event("tool_call", name="shell", arguments={"argv": argv})
@@ -280,7 +280,8 @@ class ScriptedHarness:
 
     async def _mcp_session(self, step: Step, call: AgentCall, log: Transcript) -> str:
         try:
-            async with McpSession(call.mcp_servers, call.workdir, call.transcript_path.with_suffix(".logs")) as mcp:
+            async with McpSession(call.mcp_servers, call.transcript_path.parent,
+                                  call.transcript_path.with_suffix(".logs")) as mcp:
                 for entry in step.mcp:
                     log.event("tool_call", name=entry.tool, arguments=entry.arguments, server=mcp.server_of(entry.tool))
                     res = await mcp.call(entry.tool, entry.arguments)

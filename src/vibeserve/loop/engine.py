@@ -16,6 +16,7 @@ from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
 from vibeserve.gates import improves
 from vibeserve.gates.probes import audits
 from vibeserve.harness import Harness, make_harness
+from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
 from vibeserve.loop.setup import ensure_artifacts
@@ -116,7 +117,9 @@ class Engine:
             self.config = self.config.model_copy(update={"sandbox": SandboxMode(sandbox)})
             self.store.update_run(config=json.dumps(self.config.model_dump(mode="json")))
         self.target = load_target(self.config.target)
-        self.sandbox = Sandbox.for_run(self.config.sandbox, run_dir, self.target.root)
+        artifacts = list(self.target.artifact_paths().values())
+        self.sandbox = Sandbox.for_run(self.config.sandbox, run_dir, self.target.root, artifacts)
+        self.jail = candidate_jail(self.sandbox, self.target, run_dir)
         self.manifest = json.loads(row["manifest"])
         self._fingerprint: dict | None = None
         self.progress = progress or (lambda s: None)
@@ -162,7 +165,10 @@ class Engine:
         started = time.monotonic() - (self._elapsed_before())
         self.sandbox.check()  # before anything runs: a resumed run fails closed too
         if not self.sandbox.active:
-            self.progress("sandbox: none (agents and candidates run without isolation, as asked)")
+            confined = ("candidates get their own PID namespace and a read-only view of the run, reference cache "
+                        "and target" if self.jail.confined else "candidates are not confined at all here")
+            self.progress(f"warning: sandbox none, as asked: agents run without isolation and {confined}; the "
+                          "numbers of this run are not protected from the candidates")
         self.check_manifest()
         self.kill_leftovers()
         ensure_artifacts(self.target, self.dir / "logs")
@@ -193,7 +199,7 @@ class Engine:
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
-            progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox,
+            progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
         )
 
     def _baseline(self) -> None:

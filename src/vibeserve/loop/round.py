@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vibeserve.errors import TargetError
 from vibeserve.gates.deterministic import gates_in_order, run_gate
 from vibeserve.gates.gain import gain_reason, is_gain
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
+from vibeserve.jail import CandidateJail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
-from vibeserve.sandbox import Sandbox
+from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
 from vibeserve.types import GateName, GateVerdict, Role, RoundResult, RoundStatus, Task
-from vibeserve.workspace import Workspace
+from vibeserve.workspace import GitError, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ class RoundEnv:
     progress: Any = None  # callable(str) for user-facing progress, or None
     run_seed: int = 0  # with the round number, seeds the probe gate's fresh inputs
     sandbox: Sandbox | None = None  # None or mode "none": the gate session runs in this process
+    jail: CandidateJail | None = None  # how candidates are confined and limited (None: not at all)
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _say(env: RoundEnv, text: str) -> None:
@@ -59,8 +66,8 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
     if recorded is not None:
         return GateVerdict.model_validate(recorded)
     log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
-    job = GateJob(gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha,
-                  bench_lock=env.bench_lock, round=n)
+    job = GateJob(gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha, round=n,
+                  jail=env.jail or CandidateJail(mode=SandboxMode.NONE))
 
     def on_start(pgid: int) -> None:
         env.store.add_process(pgid, f"r{n}/a{attempt}/{step}")
@@ -70,9 +77,23 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
             return run_sandboxed(job, env.sandbox, on_start=on_start, on_stop=env.store.remove_process)
         return run_gate_session(job, on_start=on_start, on_stop=env.store.remove_process)
 
-    verdict = run_gate(env.target, gate, job, session, env.run_seed, attempt, env.logs.parent / "reference-cache")
+    verdict = run_gate(env.target, gate, job, session, env.run_seed, attempt, env.logs.parent / "reference-cache",
+                       env.bench_lock)
+    if verdict.target_error:
+        # Not journaled as a step: once the target is fixed, a resumed run runs this gate again.
+        env.store.record_gate(n, attempt, verdict)
+        raise TargetError(str(env.target.file), f"{gate}.command", f"{verdict.reason} (round {n}, attempt "
+                          f"{attempt}; the candidate was not blamed and no retry was spent)")
     env.store.record_gate(n, attempt, verdict, step=step)
+    for warning in verdict.warnings:
+        _say(env, f"  warning: {warning}")
     return verdict
+
+
+def feedback_of(verdict: GateVerdict) -> str:
+    """What the implementer is told about a failed gate: the reason, then the evidence."""
+    text = f"The {verdict.gate} gate failed: {verdict.reason}"
+    return f"{text}\n\n{verdict.detail.strip()}" if verdict.detail.strip() else text
 
 
 def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
@@ -106,7 +127,14 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
                 feedback, last_status, last_reason = f"Your previous attempt failed: {e}", RoundStatus.FAILED, str(e)
                 continue
             assert isinstance(reply, ImplementerReply)
-            sha = ws.commit(workdir, f"round {n} attempt {attempt}: {task.title or 'candidate'}\n\n{reply.summary}")
+            try:
+                sha = ws.commit(workdir, f"round {n} attempt {attempt}: {task.title or 'candidate'}\n\n{reply.summary}")
+            except GitError as e:
+                # Nothing an agent leaves in its worktree ends the run: the attempt fails, with the reason.
+                why = f"the worktree could not be committed ({e}); remove what git cannot take in (a nested .git, unreadable files)"
+                store.record_step(n, attempt, "candidate", {"sha": None, "error": why})
+                feedback, last_status, last_reason = f"Your previous attempt failed: {why}", RoundStatus.FAILED, why
+                continue
             cand = {"sha": sha, "summary": reply.summary}
             store.record_step(n, attempt, "candidate", cand)
         if cand["sha"] is None:
@@ -114,6 +142,9 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
             continue
         sha = candidate = base = cand["sha"]
         ws.reset(workdir, sha)
+        if env.sandbox is None or not env.sandbox.active:
+            _say(env, f"round {n} attempt {attempt}: warning: --sandbox none, so this candidate's numbers are not "
+                      "protected from it")
         store.update_round(n, candidate=sha, attempts=attempt)
 
         checked = []
@@ -124,9 +155,8 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
                 break
         verdicts.extend(checked)
         if not checked[-1].passed:
-            why = checked[-1].reason
-            feedback = f"The {checked[-1].gate} gate failed:\n{why}"
-            last_status, last_reason = RoundStatus.REJECTED, f"{checked[-1].gate} gate: {why.splitlines()[0] if why else ''}"
+            feedback = feedback_of(checked[-1])
+            last_status, last_reason = RoundStatus.REJECTED, f"{checked[-1].gate} gate: {first_line(checked[-1].reason)}"
             continue
 
         _say(env, f"round {n} attempt {attempt}: judge")
@@ -146,17 +176,21 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
             break
         ws.reset(workdir, sha)
         assert isinstance(judge, JudgeReply)
-        if judge.verdict != "pass":
-            feedback = f"The judge rejected your change:\n{judge.reasons}"
-            last_status, last_reason = RoundStatus.REJECTED, f"judge: {judge.reasons.splitlines()[0]}"
+        if judge.verdict != "pass" or judge.reward_hacking or not judge.criteria_met:
+            # A "pass" that also says reward hacking, or unmet criteria, is not a pass.
+            why = ("" if judge.verdict != "pass" else
+                   "it answered pass but also reward_hacking = true; " if judge.reward_hacking else
+                   "it answered pass but also criteria_met = false; ")
+            feedback = f"The judge rejected your change: {why}{judge.reasons}"
+            last_status, last_reason = RoundStatus.REJECTED, f"judge: {why}{first_line(judge.reasons)}"
             continue
 
         _say(env, f"round {n} attempt {attempt}: benchmark gate")
         bench = run_gates(env, n, attempt, sha, workdir, GateName.BENCHMARK)
         verdicts.append(bench)
         if not bench.passed:
-            feedback = f"The benchmark gate failed:\n{bench.reason}"
-            last_status, last_reason = RoundStatus.REJECTED, f"benchmark gate: {bench.reason.splitlines()[0]}"
+            feedback = feedback_of(bench)
+            last_status, last_reason = RoundStatus.REJECTED, f"benchmark gate: {first_line(bench.reason)}"
             continue
 
         _say(env, f"round {n} attempt {attempt}: evaluator")

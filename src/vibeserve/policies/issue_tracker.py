@@ -23,10 +23,9 @@ class IssueTrackerPolicy:
         return [
             McpServerSpec(
                 name="issues",
-                command=[
-                    sys.executable, "-m", "vibeserve.policies.issue_tracker_mcp",
-                    "--run-dir", str(self.store.dir), "--call-key", call_key, "--role", str(role),
-                ],
+                # -P: never import from the current directory, which may be one an agent can write.
+                command=[sys.executable, "-P", "-m", "vibeserve.policies.issue_tracker_mcp",
+                         "--run-dir", str(self.store.dir), "--call-key", call_key, "--role", str(role)],
                 tools=list(tools_for(role)),
             )
         ]

@@ -159,7 +159,7 @@ def server_spec(run_dir: Path, call_key: str, role: Role | str, python: str | No
     """How a harness starts this server for one agent call."""
     return McpServerSpec(
         name=SERVER_NAME,
-        command=[python or sys.executable, "-m", MODULE, "--run-dir", str(run_dir), "--call-key", call_key,
+        command=[python or sys.executable, "-P", "-m", MODULE, "--run-dir", str(run_dir), "--call-key", call_key,
                  "--role", str(Role(role))],
     )
 

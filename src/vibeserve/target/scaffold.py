@@ -108,13 +108,20 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--url", required=True)
 ap.add_argument("--report", required=True)
 a = ap.parse_args()
+# The checker contract: a JSON report with a boolean "passed"; exit 0 = pass, exit 1 = the server fails
+# (a wrong answer or no valid answer at all); any other exit = the checker itself is broken.
 cases = []
 for x in range(8):
-    with urllib.request.urlopen(f"{a.url}/compute?x={x}", timeout=5) as r:
-        got = json.load(r)["y"]
+    try:
+        with urllib.request.urlopen(f"{a.url}/compute?x={x}", timeout=5) as r:
+            got = json.load(r)["y"]
+    except Exception as e:  # the server's failure, not the checker's
+        got = f"error: {type(e).__name__}: {e}"
     cases.append({"x": x, "expected": x * x + 1, "got": got, "ok": got == x * x + 1})
 passed = all(c["ok"] for c in cases)
-json.dump({"passed": passed, "cases": cases}, open(a.report, "w"))
+bad = [c for c in cases if not c["ok"]]
+summary = f"{len(bad)} of {len(cases)} answers wrong" + (f" (first: x={bad[0]['x']} gave {bad[0]['got']!r})" if bad else "")
+json.dump({"passed": passed, "summary": summary, "cases": cases}, open(a.report, "w"))
 sys.exit(0 if passed else 1)
 '''
 

@@ -17,9 +17,10 @@ second pass). The report's ``min_logit_margin`` is the smallest gap between the 
 logit of the reference over every generated token of the set: how close the nearest tie is. bf16, fp16
 or quantized weights move logits by ~1e-2 and flip greedy tokens; they cannot pass.
 
-Exit status: 0 all cases match; 1 some output differs from the reference; 2 an error (server
-unreachable, non-200 status, malformed response, timeout, broken reference). The JSON report is
-written in every case.
+Exit status (vibeserve's checker contract): 0 all cases match; 1 the server fails (some output differs
+from the reference, or a request got no valid answer: unreachable, non-200 status, malformed response,
+timeout); 2 the checker itself could not run (a broken reference or artifact). The JSON report, with a
+boolean "passed", is written in every case.
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = sum(r["status"] == "mismatch" for r in rows)
     report = {
         "passed": not errors and not failures,
+        "summary": f"{failures} of {len(rows)} cases differ from the reference, {errors} failed with an error",
         "failures": failures,
         "errors": errors,
         "total": len(rows),
@@ -307,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy: {ok}/{len(rows)} ok, {failures} mismatched, {errors} errors"
         + (f"; smallest top-1/top-2 logit margin {margin:.4g}" if margin is not None else "")
     )
-    if errors:
-        return EXIT_ERROR
-    return EXIT_MISMATCH if failures else EXIT_PASS
+    if "error" in report:
+        return EXIT_ERROR  # the checker itself could not run (reference, artifacts): the target's problem
+    # A server that errs, times out or answers malformed JSON fails like one that answers wrong.
+    return EXIT_MISMATCH if failures or errors else EXIT_PASS
 
 
 if __name__ == "__main__":
