@@ -194,13 +194,22 @@ def test_run_refuses_to_go_on_when_the_target_changes(toy: Path, trajectory, tmp
     ])
     cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "m", "--rounds", "1",
         check=True)
+    out = cli("resume", "m", "--runs-dir", str(runs))
+    assert out.returncode == 0 and "already finished" in out.stdout  # nothing to resume, nothing changed
+    conn = sqlite3.connect(runs / "m" / "run.db")
+    with conn:  # as a run stopped half-way would be
+        conn.execute("UPDATE run SET status = 'interrupted'")
+    conn.close()
     checker = toy / "checks" / "accuracy.py"
     checker.write_text(checker.read_text() + "\n# loosened\n")
     before = rows(runs / "m", "SELECT round, status FROM rounds")
     out = cli("resume", "m", "--runs-dir", str(runs))
     assert out.returncode == 2
     assert "changed since the run started" in out.stderr and "checks/accuracy.py" in out.stderr
+    assert "--accept-target-change" in out.stderr
     assert rows(runs / "m", "SELECT round, status FROM rounds") == before
+    out = cli("resume", "m", "--runs-dir", str(runs), "--accept-target-change")
+    assert out.returncode == 0 and "target change accepted" in out.stdout and "checks/accuracy.py" in out.stdout
 
 
 def test_a_missing_trajectory_is_an_error_before_any_run_exists(toy: Path, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_unreadable_store_is_an_error_and_left_as_it_is(tmp_path: Path) -> None:
     db = run_dir / "run.db"
     db.write_bytes(b"this is not sqlite" * 100)
     before = digest(db)
-    with pytest.raises(StoreError, match="cannot be read"):
+    with pytest.raises(StoreError, match="not an SQLite database"):
         RunStore.open(run_dir)
     out = cli("status", "broken", "--runs-dir", str(tmp_path / "runs"))
     assert out.returncode == 2 and "left as it is" in out.stderr and "Traceback" not in out.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import sqlite3
 import sys
 import time
 import tomllib
@@ -14,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vibeserve.errors import RunNotFound, VibeserveError
+from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveError
 from vibeserve.sandbox import SandboxMode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
@@ -119,30 +121,60 @@ def run(
 
 @app.command()
 def resume(
-    run_id: str,
+    run_id: Annotated[str, typer.Argument(help="The run to continue (a folder name under the runs directory).")],
     runs_dir: RunsDir = Path("runs"),
-    report: bool = True,
+    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(
         help=SANDBOX_HELP + " [default: the mode the run started with]")] = None,
+    accept_target_change: Annotated[bool, typer.Option(
+        help="Go on although the target's files changed since the run started (for example a fixed checker); "
+             "the new files are recorded.")] = False,
 ) -> None:
-    """Continue RUN_ID after a crash or a kill, from its last finished step."""
-    _drive(_run_dir(runs_dir, run_id), report, sandbox)
+    """Continue RUN_ID after a crash, a kill or an interrupt, from its last finished step."""
+    _drive(_run_dir(runs_dir, run_id), report, sandbox, accept_target_change)
 
 
-def _drive(run_dir: Path, write_report: bool, sandbox: SandboxMode | None = None) -> None:
+def _drive(run_dir: Path, write_report: bool, sandbox: SandboxMode | None = None,
+           accept_target_change: bool = False) -> None:
     from vibeserve.loop.engine import Engine
 
-    engine = Engine(run_dir, progress=lambda s: console.print(s, markup=False), sandbox=sandbox)
+    engine = Engine(run_dir, progress=lambda s: console.print(s, markup=False), sandbox=sandbox,
+                    accept_target_change=accept_target_change)
     try:
         engine.run()
+    except (KeyboardInterrupt, Terminated) as e:
+        code = 130 if isinstance(e, KeyboardInterrupt) else 128 + e.signum
+        raise RunInterrupted(f"interrupted; continue with `vibeserve resume {run_dir.name}`", code) from None
     finally:
-        if write_report:
-            from vibeserve.report import write_report as render
+        try:
+            if write_report:
+                from vibeserve.report import write_report as render
 
-            index = render(engine.store, run_dir / "report")
-            console.print(f"report: {index.parent / 'summary.md'}")
-        _print_status(engine.store)
-        engine.store.close()
+                index = render(engine.store, run_dir / "report")
+                console.print(f"report: {index.parent / 'summary.md'}", markup=False)
+            _print_status(engine.store)
+        finally:
+            engine.close()
+    _outcome(engine.store.dir)
+
+
+def _outcome(run_dir: Path) -> None:
+    """A run that ended with nothing to show exits non-zero, with one line saying why."""
+    from vibeserve.errors import NoResult
+    from vibeserve.store import RunStore
+
+    store = RunStore.open(run_dir)
+    try:
+        run, rounds = store.run(), store.rounds()
+    finally:
+        store.close()
+    first = (run["stop_reason"] or "").splitlines()[0] if run["stop_reason"] else ""
+    if run["baseline_metric"] is None and run["baseline_commit"] is None:
+        raise NoResult(f"run {run['id']} ended without a measured baseline: {first}")
+    later = [r for r in rounds if r["round"] > 0]
+    if later and all(r["status"] == "failed" for r in later):
+        raise NoResult(f"run {run['id']}: every round failed ({len(later)} of {len(later)}); see `vibeserve status "
+                       f"{run['id']}` and the report")
 
 
 @app.command()
@@ -213,13 +245,40 @@ def _mount_bench() -> None:
 _mount_bench()
 
 
+def _on_signal(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main() -> None:
+    import signal
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     try:
         app(standalone_mode=False)
-    except VibeserveError as e:
-        err.print(f"[red]error:[/red] {e}")
+    except RunInterrupted as e:
+        err.print(str(e), markup=False, highlight=False)
         sys.exit(e.exit_code)
+    except VibeserveError as e:
+        err.print("error: ", style="red", end="", markup=False)
+        err.print(str(e), markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except Terminated as e:  # before a run existed: nothing to mark
+        err.print("interrupted", markup=False)
+        sys.exit(128 + e.signum)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        err.print(f"error: the disk is full ({e.strerror}{': ' + str(e.filename) if e.filename else ''}); free "
+                  "some space, then continue with `vibeserve resume RUN`; what was recorded is kept", markup=False)
+        sys.exit(1)
+    except sqlite3.OperationalError as e:
+        if "full" not in str(e):
+            raise
+        err.print(f"error: the disk is full (the run store says: {e}); free some space, then continue with "
+                  "`vibeserve resume RUN`; what was recorded is kept", markup=False)
+        sys.exit(1)
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)

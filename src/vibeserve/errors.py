@@ -46,3 +46,31 @@ class BudgetExceeded(VibeserveError):
     """The next agent call would pass a budget cap."""
 
     exit_code = 3
+
+
+class DiskFull(VibeserveError):
+    """No space left on the device; nothing recorded is lost, and the run resumes once there is room."""
+
+    exit_code = 1
+
+
+class NoResult(VibeserveError):
+    """The run ended without anything to show: no measured baseline, or every round failed."""
+
+    exit_code = 1
+
+
+class RunInterrupted(VibeserveError):
+    """The user stopped the run (SIGINT, SIGTERM); it is marked interrupted and can be resumed."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):  # noqa: N818 - raised from a signal, like KeyboardInterrupt
+    """SIGTERM or SIGHUP arrived; raised in the main thread so every ``finally`` runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum

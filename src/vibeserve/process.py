@@ -129,6 +129,9 @@ class Spawned:
             self.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
+        except BaseException:  # an interrupt: nothing this started may outlive it
+            kill_group(self.pgid, reap=self.popen.poll)
+            raise
         # The leader may be gone while children it forked linger; the group goes either way.
         kill_group(self.pgid, reap=self.popen.poll)
         self.popen.wait()

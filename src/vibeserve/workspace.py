@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from vibeserve.errors import VibeserveError
+from vibeserve.errors import DiskFull, VibeserveError
 
 AUTHOR = ["-c", "user.name=vibeserve", "-c", "user.email=vibeserve@localhost", "-c", "commit.gpgsign=false"]
 BEST_BRANCH = "vibeserve/best"
@@ -23,7 +24,11 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
         env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
     )
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
+        said = proc.stderr.strip() or proc.stdout.strip()
+        if "No space left on device" in said:
+            raise DiskFull(f"the disk is full (git {args[0]} in {cwd}: No space left on device); free some space, "
+                           "then continue with `vibeserve resume RUN`; what was recorded is kept")
+        raise GitError(f"git {' '.join(args)} failed in {cwd}: {said}")
     return proc.stdout.strip()
 
 
@@ -37,7 +42,8 @@ class Workspace:
     def init(self, seed: Path | None) -> str:
         """Create the repo with the seed deliverable (or nothing) as its first commit; return that commit."""
         if (self.repo / ".git").exists():
-            return self.rev(BEST_BRANCH)  # already made: resume must not add the seed again
+            # Already made: resume must not add the seed again. The first commit is the seed.
+            return git(self.repo, "rev-list", "--max-parents=0", "HEAD").splitlines()[0]
         self.repo.mkdir(parents=True, exist_ok=True)
         git(self.repo, "init", "-q", "-b", "main")
         if seed is not None:
@@ -56,6 +62,12 @@ class Workspace:
 
     def best(self) -> str:
         return self.rev(BEST_BRANCH)
+
+    def has_best(self) -> bool:
+        return bool(git(self.repo, "rev-parse", "--verify", "-q", f"refs/heads/{BEST_BRANCH}", check=False))
+
+    def has_commit(self, sha: str) -> bool:
+        return bool(git(self.repo, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}", check=False))
 
     def set_best(self, sha: str) -> None:
         """Point the run branch at ``sha``: keeping a candidate and reverting are both just this."""
@@ -77,9 +89,18 @@ class Workspace:
         git(self.repo, "worktree", "prune")
 
     def reset(self, path: Path, sha: str) -> None:
-        """Put a worktree back to exactly ``sha``: tracked edits undone, untracked files removed."""
-        git(path, "reset", "-q", "--hard", sha)
-        git(path, "clean", "-q", "-fdx")
+        """Put a worktree back to exactly ``sha``: tracked edits undone, untracked files removed (nested
+        repositories and unreadable folders an agent left included)."""
+        try:
+            git(path, "reset", "-q", "--hard", sha)
+            git(path, "clean", "-q", "-ffdx")
+        except GitError:
+            for root, dirs, _ in os.walk(path):  # a folder an agent made unreadable stops git clean
+                for d in dirs:
+                    with contextlib.suppress(OSError):
+                        os.chmod(os.path.join(root, d), 0o755)
+            git(path, "reset", "-q", "--hard", sha)
+            git(path, "clean", "-q", "-ffdx")
 
     def commit(self, path: Path, message: str) -> str:
         """Commit everything in the worktree as a candidate (empty if nothing changed) and return its sha."""

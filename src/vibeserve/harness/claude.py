@@ -14,7 +14,7 @@ from typing import Any
 
 from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
-from vibeserve.harness.transcript import Transcript, agent_env, find_binary
+from vibeserve.harness.transcript import Transcript, agent_env, check_endpoint, find_binary
 from vibeserve.mcp_relay import McpRelay
 from vibeserve.netrelay import EndpointRelay
 from vibeserve.sandbox import Sandbox, SandboxMode
@@ -34,8 +34,7 @@ class ClaudeHarness:
     name = "claude"
 
     def __init__(self, binary: str | None = None, base_url: str | None = None, max_retries: int = 2,
-                 api_timeout_ms: int = 600_000, prices: str | None = None, sandbox: Sandbox | None = None,
-                 **_: Any):
+                 api_timeout_ms: int = 600_000, prices: str | None = None, sandbox: Sandbox | None = None):
         self.binary_opt, self.base_url = binary, base_url
         self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.max_retries, self.api_timeout_ms = int(max_retries), int(api_timeout_ms)
@@ -44,6 +43,8 @@ class ClaudeHarness:
 
     def check(self) -> None:
         self.binary = find_binary("claude", self.binary_opt, PACKAGE)
+        if self.base_url:
+            check_endpoint(self.name, self.base_url)
 
     def argv(self, call: AgentCall) -> list[str]:
         servers = {s.name: {"type": "stdio", "command": s.command[0], "args": s.command[1:], "env": s.env}

@@ -14,7 +14,7 @@ from typing import Any
 
 from vibeserve import process
 from vibeserve.harness.pricing import PriceTable
-from vibeserve.harness.transcript import Transcript, agent_env, find_binary
+from vibeserve.harness.transcript import Transcript, agent_env, check_endpoint, find_binary
 from vibeserve.mcp_relay import McpRelay
 from vibeserve.netrelay import EndpointRelay
 from vibeserve.sandbox import Sandbox, SandboxMode
@@ -42,7 +42,7 @@ class CodexHarness:
     name = "codex"
 
     def __init__(self, binary: str | None = None, base_url: str | None = None, env_key: str = "OPENAI_API_KEY",
-                 catalog: str | None = None, prices: str | None = None, sandbox: Sandbox | None = None, **_: Any):
+                 catalog: str | None = None, prices: str | None = None, sandbox: Sandbox | None = None):
         self.binary_opt, self.base_url, self.env_key, self.catalog = binary, base_url, env_key, catalog
         self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.prices = PriceTable.load(Path(prices) if prices else None)
@@ -50,6 +50,8 @@ class CodexHarness:
 
     def check(self) -> None:
         self.binary = find_binary("codex", self.binary_opt, PACKAGE)
+        if self.base_url:
+            check_endpoint(self.name, self.base_url)
 
     def argv(self, call: AgentCall, schema: Path, last: Path, base_url: str | None = None) -> list[str]:
         argv = [self.binary or find_binary("codex", self.binary_opt, PACKAGE), "exec",

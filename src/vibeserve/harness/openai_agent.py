@@ -19,7 +19,7 @@ import anyio
 from vibeserve import process
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
 from vibeserve.harness.pricing import PriceTable
-from vibeserve.harness.transcript import Transcript
+from vibeserve.harness.transcript import Transcript, check_endpoint
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
@@ -65,7 +65,7 @@ class OpenAIHarness:
 
     def __init__(self, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", max_steps: int = 50,
                  max_context_chars: int = 400_000, shell_timeout_s: float = 600, output_chars: int = 20_000,
-                 prices: str | None = None, sandbox: Sandbox | None = None, **_: Any):
+                 prices: str | None = None, sandbox: Sandbox | None = None):
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         self.sandbox = sandbox or Sandbox(SandboxMode.NONE)
         self.api_key_env, self.max_steps = api_key_env, int(max_steps)
@@ -75,6 +75,9 @@ class OpenAIHarness:
 
     def check(self) -> None:
         import openai  # noqa: F401 - fail now, not in the first round, if the SDK is missing
+
+        if self.base_url:
+            check_endpoint(self.name, self.base_url)
 
     def run(self, call: AgentCall) -> AgentResult:
         started = time.monotonic()
@@ -87,7 +90,8 @@ class OpenAIHarness:
             except (McpStartError, _Exhausted) as e:
                 reason, reply, error = ExitReason.ERROR, None, str(e)
             except Exception as e:  # noqa: BLE001 - an endpoint or protocol failure is the call's error
-                reason, reply, error = ExitReason.ERROR, None, f"the model endpoint failed: {error_message(e)}"
+                where = self.base_url or "https://api.openai.com/v1"
+                reason, reply, error = ExitReason.ERROR, None, f"the model endpoint {where} failed: {error_message(e)}"
             else:
                 reason, error = ExitReason.OK, ""
             wall = time.monotonic() - started

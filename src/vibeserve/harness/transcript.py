@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from vibeserve.errors import HarnessError
 from vibeserve.types import AgentCall, AgentResult, ExitReason
@@ -61,6 +63,20 @@ def agent_env(provider_vars: tuple[str, ...], extra: dict[str, str]) -> dict[str
     env["NO_PROXY"] = env["no_proxy"] = ",".join(dict.fromkeys([*no_proxy, "127.0.0.1", "localhost"]))
     env.update(extra)
     return env
+
+
+def check_endpoint(harness: str, url: str, timeout_s: float = 5.0) -> None:
+    """Raise ``HarnessError`` naming ``url`` unless something accepts a connection there (before round 0)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HarnessError(f"the {harness} harness's base_url {url!r} is not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise HarnessError(f"the {harness} harness's model endpoint {url} cannot be reached ({why}); start the "
+                           "server or fix --harness-option base_url before the run spends time on round 0") from None
 
 
 def find_binary(name: str, explicit: str | None, package: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vibeserve.errors import BudgetExceeded, TargetError, VibeserveError
+from vibeserve.errors import BudgetExceeded, DiskFull, StoreError, TargetError, Terminated, VibeserveError
 from vibeserve.gates import improves
 from vibeserve.gates.probes import audits
 from vibeserve.harness import Harness, make_harness
@@ -24,10 +25,11 @@ from vibeserve.policies import make_policy
 from vibeserve.process import group_alive, kill_group
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
+from vibeserve.store.lock import RunBusy, RunLock, describe, owner
 from vibeserve.target.manifest import build_manifest, diff_manifest, fingerprint
 from vibeserve.target.spec import load_target
 from vibeserve.types import GateName, Role, RoundResult, RoundStatus, Task
-from vibeserve.workspace import Workspace
+from vibeserve.workspace import BEST_BRANCH, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
     build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
     Sandbox(config.sandbox).check()  # so is a sandbox that cannot start: it fails closed
     run_dir = runs_dir.resolve() / config.run_id
+    if (run_dir / RunStore.FILE).exists():
+        live = owner(run_dir)
+        if live is not None:
+            raise RunBusy(describe(live, config.run_id) + "; to start another run, choose another --run-id")
+        raise StoreError(f"a run {config.run_id!r} already exists in {runs_dir}; choose another --run-id for a new "
+                         f"run (`vibeserve resume {config.run_id}` continues that one)")
     ensure_artifacts(target, run_dir / "logs")
     config = config.model_copy(update={
         "target": str(target.root),
@@ -108,9 +116,23 @@ class Engine:
     """
 
     def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None,
-                 sandbox: SandboxMode | str | None = None):
+                 sandbox: SandboxMode | str | None = None, accept_target_change: bool = False):
         self.dir = run_dir = run_dir.resolve()
-        self.store = RunStore.open(run_dir)
+        self.store = RunStore.open(run_dir)  # refuses a store that is not ours before the lock file is made
+        self.lock = RunLock(run_dir).acquire()  # one owner per run, for this process's whole life
+        try:
+            self._setup(sandbox, accept_target_change, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        self.lock.release()
+
+    def _setup(self, sandbox: SandboxMode | str | None, accept_target_change: bool,
+               progress: Callable[[str], None] | None) -> None:
+        run_dir = self.dir
         row = self.store.run()
         self.config = RunConfig.model_validate(json.loads(row["config"]))
         if sandbox is not None and SandboxMode(sandbox) != self.config.sandbox:
@@ -120,9 +142,14 @@ class Engine:
         artifacts = list(self.target.artifact_paths().values())
         self.sandbox = Sandbox.for_run(self.config.sandbox, run_dir, self.target.root, artifacts)
         self.jail = candidate_jail(self.sandbox, self.target, run_dir)
-        self.manifest = json.loads(row["manifest"])
-        self._fingerprint: dict | None = None
         self.progress = progress or (lambda s: None)
+        self.manifest = self.store.manifest()
+        if accept_target_change and (now := build_manifest(self.target)) != self.manifest:
+            changes = diff_manifest(self.manifest, now)
+            self.store.replace_manifest(now)
+            self.manifest = now
+            self.progress(f"target change accepted and recorded: {'; '.join(changes[:5])}")
+        self._fingerprint: dict | None = None
         self.workspace = Workspace(run_dir)
         self.policy = make_policy(self.config.policy, self.store)
         budget = self.target.spec.budget
@@ -148,7 +175,8 @@ class Engine:
             changes = diff_manifest(self.manifest, current)
             raise TargetError(str(self.target.root), "artifacts",
                               "the target's files changed since the run started (" + "; ".join(changes[:5]) +
-                              "); restore them or start a new run")
+                              f"); restore them, or keep them with `vibeserve resume {self.dir.name} "
+                              "--accept-target-change` (numbers measured before the change stay as they were)")
         self._fingerprint = now
 
     def kill_leftovers(self) -> None:
@@ -159,21 +187,49 @@ class Engine:
                 kill_group(row["pgid"])
             self.store.remove_process(row["pgid"])
 
+    def restore_best_ref(self) -> None:
+        """The run branch is a ref in the run repo; if it went missing, put it back from the store."""
+        row = self.store.run()
+        if not (self.workspace.repo / ".git").exists() or self.workspace.has_best():
+            return
+        recorded = row["best_commit"] or row["baseline_commit"]
+        if recorded is None or not self.workspace.has_commit(recorded):
+            raise StoreError(f"{self.workspace.repo}: the run branch {BEST_BRANCH} is missing and the commit the "
+                             "store records for it is not in the repo either; the run repo is damaged (restore it "
+                             "from a backup, or start a new run); nothing was changed")
+        self.workspace.set_best(recorded)
+        self.progress(f"warning: the run branch {BEST_BRANCH} was missing; restored it at {recorded[:10]} from "
+                      "the run store")
+
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> str:
-        """Run (or continue) to the end; returns the stop reason."""
+        """Run (or continue) to the end; returns the stop reason. An interrupt (KeyboardInterrupt,
+        ``Terminated``) stops every process of the run, marks it interrupted and propagates."""
+        self.sandbox.check()  # before anything: a resumed run fails closed too
+        row = self.store.run()
+        if row["status"] == "finished":
+            self.progress(f"run {row['id']} already finished ({row['stop_reason']}); nothing to resume")
+            return row["stop_reason"]
+        try:
+            return self._run()
+        except (KeyboardInterrupt, Terminated) as e:
+            self.kill_leftovers()
+            self.store.update_run(status="interrupted", stop_reason=f"interrupted ({_signal_name(e)})")
+            raise
+
+    def _run(self) -> str:
         started = time.monotonic() - (self._elapsed_before())
-        self.sandbox.check()  # before anything runs: a resumed run fails closed too
         if not self.sandbox.active:
             confined = ("candidates get their own PID namespace and a read-only view of the run, reference cache "
                         "and target" if self.jail.confined else "candidates are not confined at all here")
             self.progress(f"warning: sandbox none, as asked: agents run without isolation and {confined}; the "
                           "numbers of this run are not protected from the candidates")
         self.check_manifest()
-        self.kill_leftovers()
+        self.kill_leftovers()  # the lock says no other process owns the run: whatever is listed is left over
         ensure_artifacts(self.target, self.dir / "logs")
+        self.restore_best_ref()
         self.store.update_run(status="running", stop_reason="")
-        if self.target.spec.benchmark.audit_samples and not audits(self.target):
+        if self.target.spec.benchmark.audit_samples != 0 and not audits(self.target):
             # Said out loud rather than skipped in silence.
             self.progress("note: the benchmark command does not write {responses}, so its answers are not "
                           "audited against the reference (add the placeholder to [benchmark].command)")
@@ -182,6 +238,8 @@ class Engine:
             reason = self._rounds(started)
         except (StopRun, BudgetExceeded) as e:
             reason = str(e)
+        except DiskFull:
+            raise  # nothing can be written now; the run resumes where it stopped once there is room
         except VibeserveError as e:
             self.store.update_run(status="failed", stop_reason=str(e), finished_at=time.time())
             raise
@@ -346,3 +404,7 @@ class PolicyCtx:
         path = self.engine.dir / "scratch"
         path.mkdir(exist_ok=True)
         return path
+
+
+def _signal_name(e: BaseException) -> str:
+    return "SIGINT" if isinstance(e, KeyboardInterrupt) else signal.Signals(getattr(e, "signum", 15)).name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -129,6 +130,15 @@ def _json(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
+def _digest(files: dict[str, str]) -> str:
+    return hashlib.sha256(_json(files).encode()).hexdigest()
+
+
+def seal(manifest: dict[str, str]) -> str:
+    """A manifest with its own checksum, so damage to the store is not mistaken for a changed target."""
+    return _json({"files": manifest, "sha256": _digest(manifest)})
+
+
 class RunStore:
     """One run's SQLite database. Every write is its own transaction, so a kill -9 loses at most one step."""
 
@@ -153,24 +163,39 @@ class RunStore:
 
     @classmethod
     def open(cls, run_dir: Path) -> RunStore:
+        """Open a run's store; one that is not a vibeserve store is an error and is not written to at all."""
         path = run_dir / cls.FILE
         if not path.is_file():
             raise StoreError(f"{path} does not exist: {run_dir} is not a vibeserve run")
         try:
-            conn = cls._connect(path)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            with open(path, "rb") as f:
+                header = f.read(16)
+        except OSError as e:
+            raise StoreError(f"{path} cannot be read ({e.strerror}); it was left as it is") from None
+        if header != b"SQLite format 3\x00":
+            what = "is empty" if not header else "is not an SQLite database"
+            raise StoreError(f"{path} {what}, so it holds no run; it was left as it is (restore it from a backup, "
+                             "or start a new run)")
+        try:  # looked at read-only first: nothing is written to a file until it is known to be ours
+            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                probe.close()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{path} cannot be read as a run store ({e}); it was left as it is") from None
         if version > SCHEMA_VERSION:
-            conn.close()
             raise StoreError(
                 f"{path} has store version {version}, newer than this vibeserve reads ({SCHEMA_VERSION}); "
                 "upgrade vibeserve. The store was left as it is."
             )
         if version < 1 or "run" not in tables or "rounds" not in tables:
-            conn.close()
             raise StoreError(f"{path} is not a vibeserve run store (version {version}); it was left as it is")
+        try:
+            conn = cls._connect(path)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path} cannot be opened for writing ({e}); it was left as it is") from None
         return cls(run_dir, conn)
 
     @staticmethod
@@ -209,8 +234,29 @@ class RunStore:
         with self.tx() as c:
             c.execute(
                 "INSERT INTO run (id, target, policy, status, config, manifest, created_at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, target, policy, "running", _json(config), _json(manifest), time.time()),
+                (run_id, target, policy, "running", _json(config), seal(manifest), time.time()),
             )
+
+    def manifest(self) -> dict[str, str]:
+        """The target's manifest as recorded at the start, checked against its own checksum."""
+        raw = self.run()["manifest"]
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and "files" in data and "sha256" in data:
+            if _digest(data["files"]) == data["sha256"]:
+                return data["files"]
+        elif isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+            return data  # recorded before manifests carried a checksum
+        raise StoreError(f"{self.dir / self.FILE}: the recorded manifest of the target is damaged (it does not "
+                         "match its own checksum), so the store, not the target, changed; it was left as it is. "
+                         "Restore run.db from a backup, or start a new run")
+
+    def replace_manifest(self, manifest: dict[str, str]) -> None:
+        """Record a new manifest (the user accepted a change to the target's files)."""
+        with self.tx() as c:
+            c.execute("UPDATE run SET manifest = ?", (seal(manifest),))
 
     def run(self) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM run").fetchone()
