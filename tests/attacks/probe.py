@@ -42,18 +42,34 @@ def others() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in mine]
 
 
+def _read(path: str, n: int = 16) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def _forge(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def probe(plan: dict) -> dict:
     out: dict = {"pid": os.getpid()}
-    out["visible_processes"] = [open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:80]
+    out["visible_processes"] = [_read(f"/proc/{p}/cmdline", 200).replace(b"\0", b" ").decode()[:80]
                                 for p in others() if os.path.exists(f"/proc/{p}/cmdline")]
-    out["cap_eff"] = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff"))
+    status = _read("/proc/self/status", 8192).decode()
+    out["cap_eff"] = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff"))
     for path in plan.get("read", []):
-        out[f"read {path}"] = attempt(lambda p=path: open(p, "rb").read(16) and None)
+        out[f"read {path}"] = attempt(lambda p=path: _read(p) and None)
     for path in plan.get("write", []):
-        out[f"write {path}"] = attempt(lambda p=path: open(p, "a").write("forged"))
+        out[f"write {path}"] = attempt(lambda p=path: _append(p, "forged"))
     for path, text in plan.get("forge", {}).items():
-        out[f"forge {path}"] = attempt(lambda p=path, t=text: (os.makedirs(os.path.dirname(p), exist_ok=True),
-                                                             open(p, "w").write(t)) and None)
+        out[f"forge {path}"] = attempt(lambda p=path, t=text: _forge(p, t))
     out["signal others"] = [attempt(lambda p=p: os.kill(p, signal.SIGSTOP)) for p in others()
                             if p != 1] or "nobody to signal"
     out["ptrace others"] = [attempt(lambda p=p: _errno_call(libc.ptrace(PTRACE_ATTACH, p, 0, 0)))
