@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from vibeserve.errors import VibeserveError
+from vibeserve.skills.install import add_git_excludes
 
 AUTHOR = ["-c", "user.name=vibeserve", "-c", "user.email=vibeserve@localhost", "-c", "commit.gpgsign=false"]
 BEST_BRANCH = "vibeserve/best"
@@ -40,6 +41,7 @@ class Workspace:
             return self.rev(BEST_BRANCH)  # already made: resume must not add the seed again
         self.repo.mkdir(parents=True, exist_ok=True)
         git(self.repo, "init", "-q", "-b", "main")
+        add_git_excludes(self.repo / ".git")  # skills installed for agents never enter a candidate
         if seed is not None:
             shutil.copytree(seed, self.repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".git"))
         git(self.repo, "add", "-A")
