@@ -6,12 +6,11 @@ Set UPDATE_SNAPSHOTS=1 to rewrite the selection snapshots."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,40 +59,38 @@ def _scripts() -> list[Path]:
     return sorted(bundled_root().glob("*/*/scripts/*.py"))
 
 
-SLOW = {"json_schema_decoding.py", "graph_buckets.py", "draft_speculation.py"}
 NEEDS = {"json_schema_decoding.py": ("xgrammar", "jsonschema")}
 
 
 @pytest.fixture(scope="module")
-def script_runs(request: pytest.FixtureRequest) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
-    """Run the selected example scripts two at a time (each its own subprocess, one torch thread)."""
-    wanted = [item.callspec.params["script"] for item in request.session.items
-              if getattr(item, "callspec", None) and "script" in item.callspec.params]
-
-    def run(name: str):
-        path = next(p for p in _scripts() if p.name == name)
-        started = time.monotonic()
-        proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"})
-        return name, (proc, time.monotonic() - started)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(run, wanted))
+def script_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the selected example scripts, each in its own child process (see script_zygote.py: the
+    children fork from one parent that paid for importing torch and transformers once)."""
+    wanted = [p for p in _scripts() if any(getattr(item, "callspec", None) and
+                                           item.callspec.params.get("script") == p.name for item in request.session.items)]
+    out = tmp_path_factory.mktemp("scripts")
+    zygote = Path(__file__).parent / "script_zygote.py"
+    if wanted and all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        subprocess.run([sys.executable, str(zygote), str(out), *map(str, wanted)], check=True, timeout=600,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"})
+    return out
 
 
-@pytest.mark.parametrize("script", [pytest.param(p.name, marks=[pytest.mark.slow] if p.name in SLOW else [])
-                                    for p in _scripts()])
+@pytest.mark.parametrize("script", [p.name for p in _scripts()])
 def test_every_example_script_proves_its_technique_exact(script: str, script_runs) -> None:
     missing = [m for m in ("torch", "transformers", *NEEDS.get(script, ())) if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: pip install -e '.[models]'")
-    proc, took = script_runs[script]
-    assert proc.returncode == 0, f"{script} failed after {took:.1f} s:\n{proc.stdout}\n{proc.stderr}"
-    assert proc.stdout.rstrip().endswith("OK")
+    result = json.loads((script_runs / f"{script}.json").read_text())
+    log = (script_runs / f"{script}.log").read_text()
+    assert result["returncode"] == 0, f"{script} failed after {result['seconds']:.1f} s:\n{log}"
+    assert log.rstrip().endswith("OK")
 
 
+@pytest.mark.slow
 def test_an_example_fails_loudly_when_its_technique_is_broken(tmp_path: Path) -> None:
-    """The exactness check has teeth: paged KV without copy-on-write corrupts the shared prefix."""
+    """The exactness check has teeth: paged KV without copy-on-write corrupts the shared prefix (run in a
+    fresh interpreter, as a user would run a script)."""
     scripts = bundled_root() / "algorithms" / "paged-kv-cache" / "scripts"
     broken = ("import sys; sys.path.insert(0, sys.argv[1]); import paged_kv as p\n"
               "def reserve(self, seq, new):\n"
