@@ -40,9 +40,10 @@ class StaticDecoder:
         self.scratch = engine.manager.allocate()  # padding rows write here and read only this
         self.ids = torch.zeros(top, dtype=torch.long, device=dev)
         self.pos = torch.zeros(top, dtype=torch.long, device=dev)
-        self.slot = torch.zeros(top, dtype=torch.long, device=dev)
+        # Until loaded, every row is padding: warm-up and capture runs must not write into a live block.
+        self.slot = torch.full((top,), self.scratch * engine.manager.block_size, dtype=torch.long, device=dev)
         self.ctx = torch.ones(top, dtype=torch.long, device=dev)
-        self.tables = torch.zeros(top, max_blocks, dtype=torch.long, device=dev)
+        self.tables = torch.full((top, max_blocks), self.scratch, dtype=torch.long, device=dev)
         self.logits: dict[int, torch.Tensor] = {}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
