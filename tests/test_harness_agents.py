@@ -5,6 +5,7 @@ a model that never answers, a reply that keeps failing its schema, a CLI binary 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -181,3 +182,74 @@ def test_a_missing_cli_is_an_error_before_any_round(tmp_path: Path, name: str) -
          "--runs-dir", str(tmp_path / "runs"), "--run-id", "x"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "/nonexistent/cli is not an executable file" in proc.stderr
     assert not (tmp_path / "runs" / "x").exists()
+
+
+# -- skills installed in the worktree, as each harness sees them --------------------------------------
+
+def skilled_call(tmp_path: Path, names: tuple[str, ...]) -> AgentCall:
+    """An agent call whose worktree (a git repo, as in a run) has ``names`` installed as skills."""
+    from vibeserve.skills.install import install_skills
+    from vibeserve.skills.library import load_library
+
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    install_skills([s for s in load_library() if s.name in names], work)
+    return AgentCall(key="r001/a1/judge", role=Role.JUDGE, prompt="You are the Accuracy Judge.", workdir=work,
+                     reply_schema=reply_schema(Role.JUDGE), timeout_s=120,
+                     transcript_path=tmp_path / "t" / "call.jsonl", model="fake-model")
+
+
+LISTED = "- prefix-caching: Prefix caching: keep the KV blocks of prompts"
+
+
+@pytest.mark.cli_agents
+@NEEDS_NPM
+def test_codex_lists_installed_skills_and_reads_one(tmp_path: Path) -> None:
+    call = skilled_call(tmp_path, ("prefix-caching",))
+    shell = ToolCall(name="exec_command", arguments={"cmd": "cat .agents/skills/prefix-caching/SKILL.md"})
+    with FakeLLM([Turn(tool_calls=[shell]), Turn(reply=PASS)]) as llm:
+        harness = make_harness("codex", base_url=llm.openai_base_url, env_key="PATH")
+        harness.check()
+        result = harness.run(call)
+        first = llm.model_requests[0].body
+    assert result.exit_reason == ExitReason.OK, result.error
+    developer = " ".join(str(m.get("content")) for m in first["input"] if m.get("role") == "developer")
+    assert LISTED in developer and "prefix-caching/SKILL.md" in developer  # Codex's own skills listing
+    assert "## Hash per full block" in call.transcript_path.read_text()  # the body, read by the model
+
+
+@pytest.mark.cli_agents
+@NEEDS_NPM
+def test_claude_code_offers_installed_skills_through_its_skill_tool(tmp_path: Path) -> None:
+    call = skilled_call(tmp_path, ("prefix-caching",))
+    use = ToolCall(name="Skill", arguments={"skill": "prefix-caching"})
+    with FakeLLM([Turn(tool_calls=[use]), Turn(reply=PASS)]) as llm:
+        harness = make_harness("claude", base_url=llm.anthropic_base_url, max_retries=0)
+        harness.check()
+        os.environ.setdefault("ANTHROPIC_API_KEY", "dummy")
+        result = harness.run(call)
+        first, second = (r.body for r in llm.model_requests[:2])
+    assert result.exit_reason == ExitReason.OK, result.error
+    assert LISTED in json.dumps(first["messages"]) + json.dumps(first.get("system"))
+    assert "## Hash per full block" in json.dumps(second["messages"][-1])  # the body loaded by the Skill tool
+
+
+def test_builtin_agent_lists_and_loads_installed_skills(tmp_path: Path) -> None:
+    call = skilled_call(tmp_path, ("prefix-caching", "paged-kv-cache"))
+    turns = [Turn(tool_calls=[ToolCall(name="list_skills")]),
+             Turn(tool_calls=[ToolCall(name="load_skill", arguments={"name": "paged-kv-cache"})]),
+             Turn(tool_calls=[ToolCall(name="load_skill", arguments={"name": "paged-kv-cache",
+                                                                     "file": "references/engines.md"})]),
+             Turn(reply=PASS)]
+    with FakeLLM(Script(reply_tool="submit", turns=turns)) as llm:
+        result = make_harness("openai", base_url=llm.openai_base_url).run(call)
+        offered = {t["function"]["name"] for t in llm.model_requests[0].body["tools"]}
+    assert result.exit_reason == ExitReason.OK and result.reply == PASS, result.error
+    assert {"list_skills", "load_skill"} <= offered
+    outputs = [json.loads(line).get("output", "") for line in call.transcript_path.read_text().splitlines()
+               if json.loads(line)["type"] == "tool_result"]
+    assert outputs[0].startswith("- paged-kv-cache (algorithms): Paged KV cache (PagedAttention)")
+    assert "- prefix-caching (algorithms)" in outputs[0]
+    assert outputs[1].startswith("# Paged KV cache") and "scripts/paged_kv.py" in outputs[1]
+    assert "## nano-vllm (smallest, read first)" in outputs[2]

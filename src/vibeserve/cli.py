@@ -18,8 +18,10 @@ from rich.table import Table
 
 from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveError
 from vibeserve.sandbox import SandboxMode
+from vibeserve.skills.cli import app as skills_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
+app.add_typer(skills_app, name="skills")
 # Logs and CI capture output: give tables room instead of 80 columns when not on a terminal.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,6 +90,8 @@ def run(
     config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
+    skills: Annotated[list[Path] | None, typer.Option(
+        "--skills", help="A folder of your own skills for the agents, added to the bundled ones; repeatable.")] = None,
 ) -> None:
     """Start a new run on TARGET."""
     from vibeserve.loop.engine import RunConfig, create_run
@@ -108,6 +112,11 @@ def run(
         data.setdefault("harness_options", {})[key.replace("-", "_")] = value
     if trajectory is not None:
         data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
+    if skills:
+        from vibeserve.skills.library import load_library
+
+        load_library(skills)  # a malformed skill stops here, before the run exists
+        data["skills"] = [str(p.resolve()) for p in skills]
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", data["run_id"]):
         raise VibeserveError(f"run id {data['run_id']!r}: use letters, digits, '.', '_' and '-'")
     try:

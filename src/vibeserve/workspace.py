@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from vibeserve.errors import DiskFull, VibeserveError
+from vibeserve.skills.install import add_git_excludes
 
 AUTHOR = ["-c", "user.name=vibeserve", "-c", "user.email=vibeserve@localhost", "-c", "commit.gpgsign=false"]
 BEST_BRANCH = "vibeserve/best"
@@ -46,6 +47,7 @@ class Workspace:
             return git(self.repo, "rev-list", "--max-parents=0", "HEAD").splitlines()[0]
         self.repo.mkdir(parents=True, exist_ok=True)
         git(self.repo, "init", "-q", "-b", "main")
+        add_git_excludes(self.repo / ".git")  # skills installed for agents never enter a candidate
         if seed is not None:
             shutil.copytree(seed, self.repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".git"))
         git(self.repo, "add", "-A")

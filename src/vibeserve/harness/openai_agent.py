@@ -21,6 +21,8 @@ from vibeserve.harness.mcp_client import McpSession, McpStartError, error_messag
 from vibeserve.harness.pricing import PriceTable
 from vibeserve.harness.transcript import Transcript, check_endpoint
 from vibeserve.sandbox import Sandbox, SandboxMode
+from vibeserve.skills.agent_tools import TOOL_NAMES as SKILL_TOOL_NAMES
+from vibeserve.skills.agent_tools import run_skill_tool, skill_tools
 from vibeserve.types import AgentCall, AgentResult, ExitReason
 
 SYSTEM = (
@@ -108,8 +110,8 @@ class OpenAIHarness:
         # Closed inside the event loop: a client left to the garbage collector closes on a dead loop.
         async with AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "unset",
                                max_retries=2) as client, McpSession(call.mcp_servers, call.transcript_path.parent, logs) as mcp:
-            tools = [*BUILTIN_TOOLS, *(_fn(f"mcp__{t.server}__{t.name}", t.description, t.input_schema)
-                                       for t in mcp.tools),
+            tools = [*BUILTIN_TOOLS, *skill_tools(call.workdir),
+                     *(_fn(f"mcp__{t.server}__{t.name}", t.description, t.input_schema) for t in mcp.tools),
                      _fn("submit", "Submit the final reply; ends the task.", call.reply_schema)]
             messages: list[dict[str, Any]] = [
                 {"role": "system", "content": SYSTEM.format(workdir=call.workdir)},
@@ -153,6 +155,9 @@ class OpenAIHarness:
         if name.startswith("mcp__"):
             res = await mcp.call(name.split("__", 2)[-1], args)
             return res.text[: self.output_chars], res.is_error
+        if name in SKILL_TOOL_NAMES:  # skills installed in the worktree (.agents/skills)
+            output, is_error = run_skill_tool(name, args, call.workdir)
+            return output[: self.output_chars], is_error
         try:
             if name == "shell":
                 timeout = min(float(args.get("timeout_s") or self.shell_timeout_s), max(deadline - time.monotonic(), 1))

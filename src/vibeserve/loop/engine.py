@@ -60,6 +60,7 @@ class RunConfig(BaseModel):
     # agents (set it only to reproduce a run's probes).
     secret_seed: int | None = None
     sandbox: SandboxMode = SandboxMode.BWRAP  # "none" only when the user asked for it
+    skills: list[str] = Field(default_factory=list)  # the user's own skill folders (--skills)
 
 
 class StopRun(Exception):
@@ -258,6 +259,7 @@ class Engine:
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
+            skill_dirs=tuple(Path(p) for p in self.config.skills),
         )
 
     def _baseline(self) -> None:

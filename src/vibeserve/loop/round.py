@@ -20,6 +20,8 @@ from vibeserve.jail import CandidateJail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
 from vibeserve.sandbox import Sandbox, SandboxMode
+from vibeserve.skills.install import install_skills
+from vibeserve.skills.selection import select_skills
 from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
 from vibeserve.types import GateName, GateVerdict, Role, RoundResult, RoundStatus, Task
@@ -44,6 +46,7 @@ class RoundEnv:
     run_seed: int = 0  # with the round number, seeds the probe gate's fresh inputs
     sandbox: Sandbox | None = None  # None or mode "none": the gate session runs in this process
     jail: CandidateJail | None = None  # how candidates are confined and limited (None: not at all)
+    skill_dirs: tuple[Path, ...] = ()  # the user's own skill folders, added to the bundled ones
 
 
 def first_line(text: str) -> str:
@@ -114,6 +117,7 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         cand = store.step(n, attempt, "candidate")
         if cand is None:
             ws.reset(workdir, base)
+            install_skills(select_skills(env.target.spec, env.skill_dirs), workdir)
             prompt = render_prompt(
                 Role.IMPLEMENTER, **ctx, task=task, attempt=attempt, feedback=feedback, workdir=workdir,
                 start_command=" ".join(env.target.spec.deliverable.start),
