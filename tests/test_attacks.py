@@ -52,10 +52,11 @@ def probe_output(path: Path) -> dict:
 
 
 def run_attack(toy: Path, trajectory, tmp_path: Path, sandbox: str, files: dict, rounds: int = 1,
-               extra: list | None = None) -> tuple[Path, str]:
+               extra: list | None = None, commands: list | None = None) -> tuple[Path, str]:
     traj = trajectory([
         orchestrator(1, "Attack"),
-        {"key": "r001/a1/implementer", "files": files, "reply": {"summary": "faster, honestly"}},
+        {"key": "r001/a1/implementer", "files": files, "commands": commands or [],
+         "reply": {"summary": "faster, honestly"}},
         *(extra or []),
         *FAST,
     ])
@@ -170,9 +171,11 @@ def test_an_agent_sees_only_its_worktree_the_target_and_the_toolchain(toy: Path,
             "write": [str(toy / "checks" / "accuracy.py")], "unmount": ["/tmp"], "tcp": port,
             "abstract": abstract}
     shadow = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('framework code ran the agent\\'s package')\n"
+    skill = ".agents/skills/continuous-batching/SKILL.md"
     try:
         run_dir, _ = run_attack(toy, trajectory, tmp_path, "bwrap", {
             "vibeserve/__init__.py": shadow, "probe.py": PROBE.read_text(), "score.txt": "2.0\n"},
+            commands=[[sys.executable, "probe.py", json.dumps({"write": [skill]})]],
             extra=[{"key": "r001/a1/judge", "mcp": [{"tool": "list_issues", "arguments": {}}],
                     "commands": [[sys.executable, "probe.py", json.dumps(plan)]], "reply": PASS}])
     finally:
@@ -189,3 +192,6 @@ def test_an_agent_sees_only_its_worktree_the_target_and_the_toolchain(toy: Path,
     # The MCP server (started for the judge's call) and the gate sessions never imported the agent's package.
     assert not marker.exists()
     assert rows(run_dir, "SELECT round, status FROM rounds") == [(0, "kept"), (1, "kept")]
+    # The skills installed for the implementer are there to read, not to change.
+    implementer_seen = probe_output(run_dir / "transcripts" / "r001-a1-implementer.logs" / "command-0.stdout")
+    assert implementer_seen[f"write {skill}"] == "Read-only file system"

@@ -70,6 +70,7 @@ class AgentCall(Frozen):
     transcript_path: Path
     model: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    readonly: list[Path] = Field(default_factory=list)  # inside workdir, kept read-only (installed skills)
 
 
 class ExitReason(enum.StrEnum):

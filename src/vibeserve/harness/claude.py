@@ -78,7 +78,7 @@ class ClaudeHarness:
                         extra["ANTHROPIC_BASE_URL"] = net.url(self.base_url)
                     relayed = call.model_copy(update={"mcp_servers": relay.servers})
                     argv = self.sandbox.agent_argv(self.argv(relayed), call.workdir, [work, *relay.binds, *net.binds],
-                                                   network=net.prefix)
+                                                   readonly=call.readonly, network=net.prefix)
                     done = process.run(argv, call.workdir, work, "claude", call.timeout_s,
                                        env=agent_env(PROVIDER_VARS, {**extra, **net.env}))
             except process.CommandNotRunnable as e:

@@ -94,7 +94,7 @@ class CodexHarness:
                     relayed = call.model_copy(update={"mcp_servers": relay.servers})
                     inner = self.argv(relayed, schema, last, net.url(self.base_url) if self.base_url else None)
                     argv = self.sandbox.agent_argv(inner, call.workdir, [home, work, *relay.binds, *net.binds],
-                                                   network=net.prefix)
+                                                   readonly=call.readonly, network=net.prefix)
                     done = process.run(argv, call.workdir, work, "codex", call.timeout_s, env={**env, **net.env})
             except process.CommandNotRunnable as e:
                 log.event("error", error=str(e))

@@ -168,6 +168,8 @@ class OpenAIHarness:
                 start = int(args.get("offset") or 0)
                 end = start + int(args["limit"]) if args.get("limit") else len(lines)
                 return "".join(lines[start:end])[: self.output_chars], False
+            if name in ("write_file", "edit_file") and any(path.is_relative_to(r.resolve()) for r in call.readonly):
+                raise ToolError(f"{args.get('path')} is read-only (installed skills are not yours to change)")
             if name == "write_file":
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(str(args["content"]))
@@ -197,7 +199,7 @@ class OpenAIHarness:
 
     def _shell(self, command: str, call: AgentCall, timeout: float) -> str:
         logs = call.transcript_path.with_suffix(".logs")
-        argv = self.sandbox.agent_argv(["bash", "-lc", command], call.workdir)
+        argv = self.sandbox.agent_argv(["bash", "-lc", command], call.workdir, readonly=call.readonly)
         done = process.run(argv, call.workdir, logs, "shell", timeout, env=process.clean_env())
         out = done.stdout_path.read_text(errors="replace") + done.stderr_path.read_text(errors="replace")
         status = "timed out" if done.timed_out else f"exit code {done.returncode}"

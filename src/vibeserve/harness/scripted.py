@@ -225,7 +225,7 @@ class ScriptedHarness:
             log.event("tool_result", name="write_files", output={"missing": missing}, is_error=bool(missing))
         for i, argv in enumerate(step.commands):
             try:
-                done = process.run(self.sandbox.agent_argv(argv, call.workdir), call.workdir, logs,
+                done = process.run(self.sandbox.agent_argv(argv, call.workdir, readonly=call.readonly), call.workdir, logs,
                                    f"command-{i}", timeout_s=remaining(), env=process.clean_env(call.env))
             except process.CommandNotRunnable as e:
                 # A real agent would read "command not found" and go on; so does the replay.

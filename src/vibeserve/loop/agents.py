@@ -11,6 +11,7 @@ from vibeserve.errors import BudgetExceeded
 from vibeserve.harness import Harness
 from vibeserve.policies.base import Policy
 from vibeserve.roles import Reply, ReplyInvalid, parse_reply, reply_schema
+from vibeserve.skills.install import installed_paths
 from vibeserve.store import RunStore
 from vibeserve.types import AgentCall, AgentResult, ExitReason, Role
 
@@ -99,6 +100,7 @@ class AgentRunner:
             timeout_s=self.timeout_s,
             transcript_path=self.store.transcripts / (key.replace("/", "-") + ".jsonl"),
             model=self.models.get(role),
+            readonly=installed_paths(workdir),
         )
         result = harness.run(call)
         self.store.record_agent_call(key, round_, attempt, role, harness.name, call.model, result)
