@@ -133,3 +133,17 @@ def test_run_that_does_not_exist(tmp_path: Path) -> None:
         out = cli(*cmd, "--runs-dir", str(tmp_path))
         assert out.returncode == 2
         assert "no run 'nope'" in out.stderr
+
+
+def test_every_schema_problem_is_reported_at_once_and_a_misspelt_table_is_named(toy: Path) -> None:
+    edit(toy, "[benchmark]", "[benchmarks]")
+    edit(toy, "rounds = 3", "rounds = 3\nround = 4")
+    with pytest.raises(TargetError) as e:
+        load_target(toy)
+    keys = [k for k, _ in e.value.problems]
+    assert keys == ["budget.round", "benchmarks", "benchmark"]
+    said = str(e.value)
+    assert "3 problems" in said and "unknown table [benchmarks] (did you mean [benchmark]?)" in said
+    assert "(did you mean 'rounds'?)" in said and "required table [benchmark] is missing" in said
+    out = cli("validate", str(toy))
+    assert out.returncode == 2 and "unknown table [benchmarks]" in out.stderr and "Traceback" not in out.stderr
