@@ -62,6 +62,8 @@ def test_full_run_keeps_the_best_and_rejects_a_broken_candidate(toy: Path, traje
     out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "t1", check=True)
     run_dir = runs / "t1"
     assert "round budget reached (3 rounds)" in out.stdout
+    # The schema failure and its retry are said on the console with the reason.
+    assert "r002/a2/judge: reply rejected (the reply does not match the judge schema" in out.stdout
 
     statuses = rows(run_dir, "SELECT round, status, metric, attempts FROM rounds ORDER BY round")
     assert statuses == [(0, "kept", 1.0, 0), (1, "kept", 2.0, 1), (2, "kept", 3.0, 2), (3, "accepted", 3.01, 1)]

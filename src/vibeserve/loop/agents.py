@@ -37,10 +37,12 @@ class AgentRunner:
         max_cost_usd: float,
         schema_retries: int,
         on_call: Callable[[str, Role, AgentResult], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ):
         self.store, self.harnesses, self.models, self.policy = store, harnesses, models, policy
         self.timeout_s, self.max_cost_usd, self.schema_retries = timeout_s, max_cost_usd, schema_retries
         self.on_call = on_call
+        self.say = say or (lambda s: None)
 
     def ask(
         self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int,
@@ -63,6 +65,8 @@ class AgentRunner:
                     validate(reply, try_key)
             except ReplyInvalid as e:
                 log.info("reply of %s rejected: %s", try_key, e)
+                self.say(f"  {try_key}: reply rejected ({' '.join(str(e).split())[:300]}); "
+                         + ("asking again" if n <= self.schema_retries else "no tries left"))
                 feedback = (
                     f"\n\n## Your previous reply was rejected\n{e}\nReply again, exactly in the schema."
                 )

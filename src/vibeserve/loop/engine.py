@@ -158,7 +158,10 @@ class Engine:
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
-            on_call=lambda key, role, r: self.progress(f"  {key}: {r.exit_reason} in {r.wall_s:.1f}s"),
+            on_call=lambda key, role, r: self.progress(
+                f"  {key}: {r.exit_reason} in {r.wall_s:.1f}s" + (f" ({' '.join(r.error.split())[:300]})"
+                                                                  if r.error else "")),
+            say=self.progress,
         )
 
     # -- checks --------------------------------------------------------------------------------------
