@@ -147,3 +147,21 @@ def test_every_schema_problem_is_reported_at_once_and_a_misspelt_table_is_named(
     assert "(did you mean 'rounds'?)" in said and "required table [benchmark] is missing" in said
     out = cli("validate", str(toy))
     assert out.returncode == 2 and "unknown table [benchmarks]" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_cli_help_names_arguments_describes_every_option_and_hides_nothing() -> None:
+    import typer
+
+    from vibeserve.cli import app
+
+    command = typer.main.get_command(app)
+    for name, sub in command.commands.items():  # type: ignore[attr-defined]
+        for param in getattr(sub, "commands", {}).values() or [sub]:
+            for p in param.params:
+                assert p.param_type_name == "argument" or p.help, f"{name} {p.name} has no help"
+    out = cli("run", "--help")
+    assert "Usage: vibeserve run [OPTIONS] TARGET" in out.stdout and "<bool>" not in out.stdout
+    assert "docs/trajectories.md" in out.stdout and "[budget].rounds" in out.stdout
+    out = cli("bench", "--help")
+    assert "--save-responses" in out.stdout and "│" not in out.stdout  # plain lines, not boxes cut at the edge
+    assert "Usage: vibeserve status [OPTIONS] [RUN_ID]" in cli("status", "--help").stdout

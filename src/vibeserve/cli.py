@@ -20,13 +20,24 @@ from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveE
 from vibeserve.sandbox import SandboxMode
 from vibeserve.skills.cli import app as skills_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build a bespoke LLM serving system with agents.")
+
+def _usage_name(self: typer.core.TyperArgument) -> str:
+    """An argument in the usage line as users type it: NAME, or [NAME] when optional (not {NAME})."""
+    name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+    return name if self.required else f"[{name}]"
+
+
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+# Plain help (no boxes, no markup to eat a [table] name) and plain tracebacks for bugs.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Build a bespoke LLM serving system with agents.")
 app.add_typer(skills_app, name="skills")
 # Logs and CI capture output: give tables room instead of 80 columns when not on a terminal.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs live.", envvar="VIBESERVE_RUNS")]
+RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="The folder holding the runs, one subfolder each.",
+                                       envvar="VIBESERVE_RUNS")]
 SANDBOX_HELP = ("Isolation for agents and candidates: bwrap (bubblewrap; the run stops if it cannot start) "
                 "or none (no isolation).")
 
@@ -45,7 +56,7 @@ def _run_dir(runs_dir: Path, run_id: str | None) -> Path:
 
 
 @app.command()
-def init(directory: Path) -> None:
+def init(directory: Annotated[Path, typer.Argument(metavar="DIRECTORY", help="An empty or new folder to write the target into.")]) -> None:
     """Write a small working target into DIRECTORY to edit into your own."""
     from vibeserve.target.scaffold import write_target
 
@@ -55,7 +66,7 @@ def init(directory: Path) -> None:
 
 @app.command()
 def validate(
-    target: Annotated[Path, typer.Argument(help="The target directory (holding target.toml).")],
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="The target directory (holding target.toml).")],
     sandbox: Annotated[SandboxMode, typer.Option(help=SANDBOX_HELP)] = SandboxMode.BWRAP,
 ) -> None:
     """Check TARGET as round 0 of a run would: schema, paths, the reference, then the accuracy gate, the probe
@@ -77,21 +88,22 @@ def _load_run_config(path: Path | None) -> dict:
 
 @app.command()
 def run(
-    target: Path,
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="The target directory (holding target.toml).")],
     runs_dir: RunsDir = Path("runs"),
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: time and target).")] = None,
     harness: Annotated[str | None, typer.Option(help="Harness for every role: scripted, codex, claude, openai.")] = None,
     harness_option: Annotated[list[str] | None, typer.Option(
-        "--harness-option", "-O", help="KEY=VALUE for the harness (base_url, binary, prices...); repeatable.")] = None,
+        "--harness-option", "-O", metavar="KEY=VALUE", help="KEY=VALUE for the harness (base_url, binary, prices...); repeatable.")] = None,
     model: Annotated[str | None, typer.Option(help="Model for every role.")] = None,
-    trajectory: Annotated[Path | None, typer.Option(help="Folder of a scripted trajectory.")] = None,
+    trajectory: Annotated[Path | None, typer.Option(
+        help="Folder holding trajectory.toml, replayed by the scripted harness (format: docs/trajectories.md).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds to run (overrides [budget].rounds).")] = None,
     policy: Annotated[str | None, typer.Option(help="Outer-loop policy: issue-tracker.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
     skills: Annotated[list[Path] | None, typer.Option(
-        "--skills", help="A folder of your own skills for the agents, added to the bundled ones; repeatable.")] = None,
+        "--skills", metavar="DIR", help="A folder of your own skills for the agents, added to the bundled ones; repeatable.")] = None,
 ) -> None:
     """Start a new run on TARGET."""
     from vibeserve.loop.engine import RunConfig, create_run
@@ -130,7 +142,7 @@ def run(
 
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run to continue (a folder name under the runs directory).")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to continue (a folder name under the runs directory).")],
     runs_dir: RunsDir = Path("runs"),
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(
@@ -187,7 +199,8 @@ def _outcome(run_dir: Path) -> None:
 
 
 @app.command()
-def status(run_id: Annotated[str | None, typer.Argument()] = None, runs_dir: RunsDir = Path("runs")) -> None:
+def status(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run (default: the newest).")] = None,
+           runs_dir: RunsDir = Path("runs")) -> None:
     """Show a run's rounds, best metric and costs (the newest run if none is named)."""
     from vibeserve.store import RunStore
 
@@ -228,7 +241,8 @@ def _fmt(v: float | None) -> str:
 
 
 @app.command()
-def report(run_id: Annotated[str | None, typer.Argument()] = None, runs_dir: RunsDir = Path("runs")) -> None:
+def report(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run (default: the newest).")] = None,
+           runs_dir: RunsDir = Path("runs")) -> None:
     """Write RUN's report: summary.md, trajectory.png and index.html under runs/<id>/report/."""
     from vibeserve.report import write_report
     from vibeserve.store import RunStore
@@ -265,7 +279,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="vibeserve")
     except RunInterrupted as e:
         err.print(str(e), markup=False, highlight=False)
         sys.exit(e.exit_code)

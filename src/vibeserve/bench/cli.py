@@ -20,7 +20,7 @@ from vibeserve.bench.workload import BenchConfig, BenchError, parse_goodput
 CONTEXT_SETTINGS = {"allow_extra_args": True}
 HELP = "Open-loop load generator for OpenAI-compatible servers; writes a JSON report (vLLM field names)."
 
-app = typer.Typer(add_completion=False, help=HELP)
+app = typer.Typer(add_completion=False, help=HELP, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 def _usage_error(err: Console, message: str) -> SystemExit:
