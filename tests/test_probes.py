@@ -121,6 +121,30 @@ def test_audit_compares_a_sample_of_the_benchmarks_own_answers(target, tmp_path:
     assert "recorded as failed (first: timeout)" in audit_responses(target, tmp_path, tmp_path / "c", 5, 4)["reason"]
 
 
+def test_by_default_every_answer_of_one_repeat_is_audited(target, tmp_path: Path) -> None:
+    # One answer in sixteen wrong (as bf16 in an output head does): four samples miss it most of the time;
+    # the default, every answer of the repeat the seed picks after the run, never does.
+    for r in range(3):
+        rows = [{"prompt": f"words {r} {i}", "max_tokens": 8, "text": f"WORDS {r} {i}", "ok": True} for i in range(16)]
+        rows[11]["text"] = "WORDS almost"
+        write_rows(tmp_path / f"bench{r}.responses.jsonl", rows)
+    sampled = [audit_responses(target, tmp_path, tmp_path / "cache", seed, 4)["passed"] for seed in range(12)]
+    assert any(sampled)  # the hole a sample of four left open
+    for seed in range(12):
+        full = audit_responses(target, tmp_path, tmp_path / "cache", seed, None)
+        assert not full["passed"] and full["checked"] == full["of"] == 16
+        assert full["repeat"] in {f"bench{r}.responses.jsonl" for r in range(3)}
+    picks = {audit_responses(target, tmp_path, tmp_path / "cache", seed, None)["repeat"] for seed in range(12)}
+    assert len(picks) > 1  # the repeat is drawn from the seed, not always the first
+
+
+def test_an_audit_with_nothing_comparable_fails(target, tmp_path: Path) -> None:
+    write_rows(tmp_path / "bench0.responses.jsonl", [{"ignore_eos": True, "prompt": "x", "max_tokens": 4,
+                                                      "text": "y", "ok": True}])
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=1, count=None)
+    assert not result["passed"] and "could be compared" in result["reason"]
+
+
 def test_audit_without_answers_fails(target, tmp_path: Path) -> None:
     result = audit_responses(target, tmp_path, tmp_path / "cache", seed=1, count=4)
     assert not result["passed"] and "wrote no answers" in result["reason"]
