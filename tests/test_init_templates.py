@@ -32,8 +32,9 @@ def test_llm_chat_template_validates_on_a_fresh_copy(llm_target) -> None:
     root, validated = llm_target
     assert validated.returncode == 0, validated.stdout + validated.stderr
     out = validated.stdout
-    for step in ("setup: built the missing artifacts", "reference: answered 2 inputs", "deliverable: seed ready",
-                 "accuracy: the checker passes the seed", "benchmark: output_throughput ="):
+    for step in ("setup: built the missing artifacts", "reference: answered 2 inputs",
+                 "accuracy: the checker passes the seed", "probes: 8/8 fresh probes equal the reference",
+                 "benchmark: output_throughput =", "output audit 8/8 answers equal the reference"):
         assert step in out, out
     assert (root / "artifacts" / "model" / "model.safetensors").is_file()
     assert 'name = "my-chat"' in (root / "target.toml").read_text()  # named after its directory
