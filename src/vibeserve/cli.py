@@ -55,12 +55,19 @@ def _run_dir(runs_dir: Path, run_id: str | None) -> Path:
     return path
 
 
+TEMPLATE_HELP = ("toy (the default: a stdlib toy that validates in seconds) or llm-chat (an OpenAI-compatible "
+                 "LLM server, HF Transformers reference, exact checker, vibeserve.bench load).")
+
+
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(metavar="DIRECTORY", help="An empty or new folder to write the target into.")]) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(metavar="DIRECTORY", help="An empty or new folder to write the target into.")],
+    template: Annotated[str, typer.Option(metavar="NAME", help=TEMPLATE_HELP)] = "toy",
+) -> None:
     """Write a small working target into DIRECTORY to edit into your own."""
     from vibeserve.target.scaffold import write_target
 
-    write_target(directory)
+    write_target(directory, template=template)
     console.print(f"wrote a target to {directory}; check it with `vibeserve validate {directory}`")
 
 

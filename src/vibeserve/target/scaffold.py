@@ -1,15 +1,29 @@
-"""``vibeserve init``: write a small target that validates as it is, to be edited into a real one.
+"""``vibeserve init``: write a target that validates as it is, to be edited into a real one.
 
-The scaffold serves ``f(x) = x*x + 1`` with a stdlib HTTP server; every file says what to replace.
-Its benchmark reads a ``score`` the server declares, so replace checks/bench.py with a real measurement
-(for LLM servers: ``python -m vibeserve.bench``) before a real run.
+Two templates. ``toy`` (the default) serves ``f(x) = x*x + 1`` with a stdlib HTTP server in
+milliseconds; its benchmark reads a ``score`` the server declares, so it shows the contract's shape, not a
+measurement. ``llm-chat`` is a working LLM target: an OpenAI-compatible seed server, an HF Transformers
+reference, an exact checker and ``python -m vibeserve.bench`` as the load; its files live under
+``templates/llm-chat/`` (package data) and each says what to replace.
 """
 
 from __future__ import annotations
 
+import shutil
+from importlib import resources
 from pathlib import Path
 
 from vibeserve.errors import VibeserveError
+
+TEMPLATES = {
+    "toy": "a stdlib server computing x*x + 1; validates in seconds, shows the contract's shape",
+    "llm-chat": "an OpenAI-compatible LLM server, HF Transformers reference, exact checker, vibeserve.bench load",
+}
+DEFAULT_TEMPLATE = "toy"
+
+
+class TemplateError(VibeserveError):
+    """``vibeserve init`` cannot write the asked-for template where it was asked to."""
 
 TARGET_TOML = """\
 version = 1
@@ -187,14 +201,27 @@ def template_files(name: str = "my-target", rounds: int = 3, retries: int = 2, r
     }
 
 
-def write_target(root: Path, name: str | None = None, **options: int) -> Path:
-    """Write the scaffold into ``root`` (which must not hold a target yet) and return it."""
-    if (root / "target.toml").exists():
-        raise VibeserveError(f"{root / 'target.toml'} already exists; choose an empty directory")
-    for rel, text in template_files(name or _slug(root.name), **options).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+def write_target(root: Path, name: str | None = None, template: str = DEFAULT_TEMPLATE, **options: int) -> Path:
+    """Write ``template`` into ``root`` (a new or empty directory) and return it.
+
+    ``name`` is the target's name (default: from the directory's); ``options`` (rounds, retries, repeats)
+    apply to the toy template only.
+    """
+    if template not in TEMPLATES:
+        raise TemplateError(f"unknown template {template!r}; known templates: {', '.join(TEMPLATES)}")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise TemplateError(f"{root} already exists and is not an empty directory; choose a new or empty one")
+    name = name or _slug(root.name)
+    if template == "toy":
+        for rel, text in template_files(name, **options).items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return root
+    with resources.as_file(resources.files("vibeserve.target") / "templates" / template) as source:
+        shutil.copytree(source, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    toml = root / "target.toml"
+    toml.write_text(toml.read_text().replace(f'name = "{template}"', f'name = "{name}"', 1))
     return root
 
 
