@@ -95,12 +95,24 @@ def _json(text: str | None) -> Any:
         return None
 
 
+def _report(row: Any) -> dict[str, Any]:
+    """A gate row's report; a checker's own report may be anything, so anything but an object reads as empty."""
+    report = _json(row["report"])
+    return report if isinstance(report, dict) else {}
+
+
+def _warnings(row: Any) -> list[str]:
+    warnings = _report(row).get("warnings")
+    return [one_line(str(w)) for w in warnings] if isinstance(warnings, list) else []
+
+
 def gate_result(row: Any, unit: str) -> list[str]:
     """A ``gates`` row in short form; a benchmark with an output audit gives two entries."""
     gate, passed = row["gate"], bool(row["passed"])
-    report = _json(row["report"]) or {}
+    report = _report(row)
     if gate == "probes" and isinstance(report.get("total"), int):
-        total, failures = report["total"], report.get("failures") or 0
+        failures = report.get("failures")
+        total, failures = report["total"], failures if isinstance(failures, int) else 0
         return [f"probes {total - failures}/{total}"]
     if gate != "benchmark":
         return [f"{gate} {'pass' if passed else 'fail'}"]
@@ -172,9 +184,9 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
             attempts.setdefault(row["attempt"], []).extend(gate_result(row, unit))
         bench = [row for row in rows if row["gate"] == "benchmark" and _json(row["samples"])]
         last = bench[-1] if bench else None
-        report = (_json(last["report"]) or {}) if last else {}
+        report = _report(last) if last else {}
         load = report.get("load") if isinstance(report.get("load"), dict) else {}
-        warnings = [one_line(str(w)) for row in rows for w in ((_json(row["report"]) or {}).get("warnings") or [])]
+        warnings = [w for row in rows for w in _warnings(row)]
         gate_dirs = sorted((p for p in (logs / f"r{n:03d}").glob("a*/*") if p.is_dir()), key=_gate_dir_order)
         prefix = f"r{n:03d}-"
         out[n] = RoundDetail(
