@@ -11,7 +11,7 @@ import pytest
 
 from vibeserve.errors import StoreError
 from vibeserve.report import role_table, round_rows, run_summary, trajectory_png, write_report
-from vibeserve.report.render import fmt_duration, fmt_metric
+from vibeserve.report.formats import fmt_duration, fmt_gain, fmt_metric
 from vibeserve.store import RunStore
 from vibeserve.types import (
     AgentResult,
@@ -107,15 +107,17 @@ def test_round_rows_carry_titles_commits_gains_and_reasons(tmp_path: Path) -> No
     r1, r2 = rows[0], rows[1]
     assert r1.title == "Batch decode steps <b>fast</b>"
     assert r1.candidate == sha(1)[:8] and r1.start_commit == BASE[:8]
-    assert r1.gain == pytest.approx(0.2)
-    assert r2.metric is None and r2.gain is None and r2.attempts == 3
+    assert r1.vs_baseline == pytest.approx(1.2) and r1.vs_best == pytest.approx(1.2)
+    assert rows[3].vs_baseline == pytest.approx(1.5) and rows[3].vs_best == pytest.approx(1.25)  # best before: 120
+    assert rows[5].vs_best == pytest.approx(400 / 150)  # rejected rounds are compared with the best too
+    assert r2.metric is None and r2.vs_baseline is None and r2.attempts == 3
     assert r2.reason == "accuracy: token mismatch at prompt 3"  # from the failed gate
     assert rows[5].reason == "judge: outputs keyed on prompts"
 
 
 @pytest.mark.parametrize(
     ("direction", "baseline", "best", "speedup", "gain_r1"),
-    [("max", 100.0, 150.0, 1.5, 0.2), ("min", 200.0, 50.0, 4.0, 200.0 / 120.0 - 1)],
+    [("max", 100.0, 150.0, 1.5, 1.2), ("min", 200.0, 50.0, 4.0, 200.0 / 120.0)],
 )
 def test_speedup_follows_the_benchmark_direction(tmp_path: Path, direction: str, baseline: float, best: float,
                                                  speedup: float, gain_r1: float) -> None:
@@ -124,7 +126,7 @@ def test_speedup_follows_the_benchmark_direction(tmp_path: Path, direction: str,
     s = run_summary(store)
     assert s.benchmark.direction == direction
     assert s.speedup == pytest.approx(speedup)
-    assert round_rows(store)[0].gain == pytest.approx(gain_r1)
+    assert round_rows(store)[0].vs_baseline == pytest.approx(gain_r1)
 
 
 def test_run_summary_counts_rounds_cost_and_wall_time(tmp_path: Path) -> None:
@@ -168,12 +170,13 @@ def test_write_report_writes_summary_png_and_html(tmp_path: Path) -> None:
     assert index == out / "index.html"
 
     md = (out / "summary.md").read_text()
-    assert "100.0 → 150.0 tok/s (1.50x the baseline, higher is better)" in md
+    assert "100.0 → 150.0 tok/s (1.5x better than the baseline, higher is better)" in md
     assert "| Role | Calls | Duration | Share | Avg/call | Tokens in | Tokens out | Cost |" in md
     assert "| implementer | 3 | 10m 00s | 76.9% | 3m 20s | 3,000 | 600 | $3.00 |" in md
     assert "| orchestrator | 2 | 30s | 3.8% | 15s | 2,000 | 400 | n/a |" in md
     assert "| total | 8 | 13m 00s | 100.0% |" in md
-    assert re.search(r"\| 4 \| kept \| Pinned threads \| bbbbbbbb \| " + sha(4)[:8] + r" \| 150\.0 \| \+50\.0% \|", md)
+    assert re.search(r"\| 4 \| kept \| Pinned threads \| bbbbbbbb \| " + sha(4)[:8] + r" \| 150\.0 \| "
+                     r"1\.5x better \| 25% better \|", md)
     assert "| 5 | failed | Quantize weights |" in md and "retries exhausted" in md
     assert "\\<b\\>fast\\</b\\>" in md  # raw HTML in a title is escaped in Markdown too
     assert "peer: vLLM | 180.0 tok/s" in md
@@ -211,7 +214,9 @@ def test_number_formats() -> None:
     assert fmt_duration(83) == "1m 23s"
     assert fmt_duration(3.21) == "3.2s"
     assert fmt_duration(7260) == "2h 01m"
-    assert fmt_metric(1234.5) == "1,234" or fmt_metric(1234.5) == "1,235"
-    assert fmt_metric(12.345) == "12.35" or fmt_metric(12.345) == "12.34"
-    assert fmt_metric(0.012345) == "0.0123"
+    assert fmt_metric(17476.3) == "17476"  # plain notation, never 1.748e+04
+    assert fmt_metric(12.345) in ("12.35", "12.34")
+    assert fmt_metric(0.012345) in ("0.01234", "0.01235")
     assert fmt_metric(None) == "—"
+    assert fmt_gain(17476 / 566) == "30.9x better"  # a latency cut from 17476 ms to 566 ms
+    assert fmt_gain(0.5) == "2x worse" and fmt_gain(1.03) == "3% better" and fmt_gain(1.0) == "same"

@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveError
 from vibeserve.sandbox import SandboxMode
@@ -219,32 +218,9 @@ def status(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="
 
 
 def _print_status(store) -> None:
-    import json
+    from vibeserve.report.console import print_status
 
-    run = store.run()
-    bench = json.loads(run["config"]).get("benchmark", {})
-    unit = bench.get("unit", "")
-    table = Table(title=f"run {run['id']} ({run['status']}{': ' + run['stop_reason'] if run['stop_reason'] else ''})")
-    for col in ("round", "status", "task", "candidate", bench.get("metric", "metric"), "attempts", "reason"):
-        table.add_column(col)
-    for r in store.rounds():
-        task = json.loads(r["task"]) if r["task"] else {}
-        result = json.loads(r["result"]) if r["result"] else {}
-        table.add_row(
-            str(r["round"]), r["status"], (task.get("title") or "")[:40], (r["candidate"] or "")[:10],
-            "-" if r["metric"] is None else f"{r['metric']:.4g}", str(r["attempts"]),
-            (result.get("reason") or "").splitlines()[0][:60] if result.get("reason") else "",
-        )
-    console.print(table)
-    calls = store.agent_calls()
-    console.print(
-        f"baseline {_fmt(run['baseline_metric'])} {unit}, best {_fmt(run['best_metric'])} {unit} "
-        f"at {(run['best_commit'] or '-')[:10]}; {len(calls)} agent calls, ${store.total_cost():.2f}"
-    )
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    print_status(store, console)
 
 
 @app.command()

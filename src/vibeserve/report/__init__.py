@@ -1,6 +1,8 @@
-"""Run reports: the per-role and per-round tables, the trajectory plot, and summary.md / index.html."""
+"""Run reports: the per-role and per-round tables, the trajectory plot, summary.md / index.html, and the
+`vibeserve status` lines."""
 
-from vibeserve.report.plot import trajectory_png
+from vibeserve.report.console import print_status
+from vibeserve.report.plot import trajectory_figure, trajectory_png
 from vibeserve.report.render import write_report
 from vibeserve.report.tables import (
     BenchmarkInfo,
@@ -25,7 +27,9 @@ __all__ = [
     "issue_rows",
     "role_table",
     "round_rows",
+    "print_status",
     "run_summary",
+    "trajectory_figure",
     "trajectory_png",
     "write_report",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vibeserve.errors import StoreError
+from vibeserve.gates.gain import improvement
 from vibeserve.store import RunStore
 from vibeserve.types import Role, RoundStatus
 
@@ -31,6 +32,7 @@ Direction = Literal["max", "min"]
 # The paper's Table 1 order: inner-loop roles first, the orchestrator last.
 ROLE_ORDER = (Role.IMPLEMENTER, Role.JUDGE, Role.EVALUATOR, Role.ORCHESTRATOR)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+TRACEBACK = "Traceback (most recent call last):"
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,10 @@ class RoundRow:
     start_commit: str | None  # short form
     candidate: str | None  # short form
     metric: float | None
-    gain: float | None  # relative gain over the baseline, direction-aware: speedup - 1
+    vs_baseline: float | None  # improvement factor over the baseline (2.0: twice as good); None for round 0
+    vs_best: float | None  # improvement factor over the best before this round
     attempts: int
-    reason: str
+    reason: str  # one line
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class RunSummary:
     best_metric: float | None
     best_commit: str | None
     speedup: float | None  # best over baseline, > 1 means better whichever the direction
+    sandbox: str  # the run's isolation: "bwrap", or "none" (numbers not protected from the candidates)
     rounds_by_status: dict[str, int]
     cost_usd: float | None  # None when no agent call reported a cost
     wall_s: float
@@ -123,13 +127,19 @@ def short_sha(commit: str | None) -> str | None:
 
 
 def speedup(metric: float | None, baseline: float | None, direction: Direction) -> float | None:
-    """How many times better ``metric`` is than ``baseline``: metric/baseline for max, baseline/metric for min."""
-    if metric is None or baseline is None:
+    """How many times better ``metric`` is than ``baseline`` (``gates.gain.improvement``); None when unknown."""
+    if metric is None or baseline is None or not math.isfinite(metric) or not math.isfinite(baseline):
         return None
-    num, den = (metric, baseline) if direction == "max" else (baseline, metric)
-    if den <= 0 or not math.isfinite(num) or not math.isfinite(den):
-        return None
-    return num / den
+    return improvement(metric, baseline, direction)
+
+
+def one_line(text: str | None, limit: int = 240) -> str:
+    """Text as one line for a table or a terminal: a traceback reduced to its last line, cut at ``limit``."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if TRACEBACK in lines:
+        lines = [*lines[:lines.index(TRACEBACK)], lines[-1]]
+    flat = " ".join(" ".join(lines).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def _config(store: RunStore) -> dict[str, Any]:
@@ -216,10 +226,12 @@ def _round_reason(store: RunStore, n: int, result: dict[str, Any]) -> str:
 
 
 def round_rows(store: RunStore) -> list[RoundRow]:
-    """Every round in order, with its issue title, commits, metric, gain over the baseline and reason."""
+    """Every round in order, with its issue title, commits, metric, gain over the baseline and over the best
+    before it (as improvement factors), and its reason in one line."""
     bench = benchmark_info(store)
     baseline = store.run()["baseline_metric"]
     issues = {r["id"]: r["title"] for r in store.conn.execute("SELECT id, title FROM issues")}
+    best = baseline
     out = []
     for r in store.rounds():
         task, result = _loads(r["task"]), _loads(r["result"])
@@ -227,13 +239,18 @@ def round_rows(store: RunStore) -> list[RoundRow]:
         if not title and task.get("brief"):
             title = str(task["brief"]).strip().splitlines()[0][:80]
         metric = r["metric"] if r["metric"] is not None else result.get("metric")
-        s = speedup(metric, baseline, bench.direction)
+        first = r["round"] == 0
         out.append(RoundRow(
-            round=r["round"], status=r["status"], title=title, start_commit=short_sha(r["start_commit"]),
-            candidate=short_sha(r["candidate"]), metric=metric, gain=None if s is None else s - 1.0,
+            round=r["round"], status=r["status"], title=one_line(title, 120), start_commit=short_sha(r["start_commit"]),
+            candidate=short_sha(r["candidate"]), metric=metric,
+            vs_baseline=None if first else speedup(metric, baseline, bench.direction),
+            vs_best=None if first else speedup(metric, best, bench.direction),
             attempts=r["attempts"], reason="" if r["status"] == RoundStatus.RUNNING
-            else _round_reason(store, r["round"], result),
+            else one_line(_round_reason(store, r["round"], result)),
         ))
+        if (not first and r["status"] == RoundStatus.KEPT and metric is not None
+                and (best is None or _better(metric, best, bench.direction))):
+            best = metric
     return out
 
 
@@ -271,9 +288,24 @@ def run_summary(store: RunStore) -> RunSummary:
         run_id=run["id"], target=Path(run["target"]).name or run["target"], policy=run["policy"], status=run["status"],
         stop_reason=run["stop_reason"], benchmark=bench, baseline_metric=run["baseline_metric"],
         baseline_commit=run["baseline_commit"], best_metric=best, best_commit=best_commit,
-        speedup=speedup(best, run["baseline_metric"], bench.direction), rounds_by_status=by_status,
+        speedup=speedup(best, run["baseline_metric"], bench.direction), sandbox=str(_config(store).get("sandbox", "")),
+        rounds_by_status=by_status,
         cost_usd=cost, wall_s=_wall_s(store, run["created_at"], run["finished_at"]), peers=peers(store),
     )
+
+
+def notices(s: RunSummary) -> list[str]:
+    """One-line warnings for the top of a report: a run that was interrupted or failed, numbers taken without
+    the sandbox."""
+    out = []
+    if s.status in ("interrupted", "failed"):
+        said = one_line(s.stop_reason) or "no reason recorded"
+        out.append(f"run {s.status}: {said}" + (f"; continue with `vibeserve resume {s.run_id}`"
+                                                 if s.status == "interrupted" else ""))
+    if s.sandbox == "none":
+        out.append("measured without the sandbox (sandbox = none): these numbers are not protected from the "
+                   "candidates")
+    return out
 
 
 def _wall_s(store: RunStore, created: float, finished: float | None) -> float:

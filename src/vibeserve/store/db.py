@@ -328,6 +328,8 @@ class RunStore:
     # -- gates ---------------------------------------------------------------------------------------
     def record_gate(self, round_: int, attempt: int, v: GateVerdict, step: str | None = None) -> None:
         """Store a verdict; with ``step``, journal it in the same transaction so resume never runs it twice."""
+        # The verdict's warnings (a busy machine while it measured) are kept in its report for the run report.
+        report = {**v.report, "warnings": v.warnings} if v.warnings else v.report
         with self.tx() as c:
             if step is not None:
                 c.execute("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?)",
@@ -337,7 +339,7 @@ class RunStore:
                 " report, command, started_at, wall_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     round_, attempt, str(v.gate), v.commit, int(v.passed), v.metric, _json(v.samples), v.spread,
-                    v.reason, _json(v.report), _json(v.command), v.started_at, v.wall_s,
+                    v.reason, _json(report), _json(v.command), v.started_at, v.wall_s,
                 ),
             )
 
