@@ -27,7 +27,8 @@ def test_demo_trajectory_runs_end_to_end(tmp_path: Path) -> None:
     assert gates == [(1, "accuracy", 0), (2, "accuracy", 1), (2, "probes", 1), (2, "benchmark", 1)]
     audit = db.execute("SELECT json_extract(report, '$.audit.passed'), json_extract(report, '$.audit.checked') "
                        "FROM gates WHERE round = 2 AND gate = 'benchmark'").fetchone()
-    assert audit == (1, 4)  # four of the benchmark's own answers were checked against the reference
+    # every answer of one timed repeat (the seed picks which, after they all ran) equals the reference
+    assert audit[0] == 1 and audit[1] >= 16
     keys = {k for (k,) in db.execute("SELECT key FROM agent_calls")}
     assert "r002/a1/judge" not in keys and "r002/a2/judge" in keys
     feedback = (runs / "demo" / "transcripts" / "r002-a2-implementer.jsonl").read_text()

@@ -1,6 +1,7 @@
 """The real Codex and Claude Code CLIs and the built-in OpenAI agent, each through one full round of the
-tiny-llama target, against the local fake model server (no keys, no network). Plus the failure modes:
-a model that never answers, a reply that keeps failing its schema, a CLI binary that is missing.
+toy target (its gates take seconds: what is tested here is the agent's side), against the local fake model
+server (no keys, no network), under the default sandbox. Plus the failure modes: a model that never
+answers, a reply that keeps failing its schema, a CLI binary that is missing.
 """
 
 from __future__ import annotations
@@ -20,13 +21,25 @@ from conftest import REPO
 from vibeserve.harness import make_harness
 from vibeserve.roles import reply_schema
 from vibeserve.testing.fake_llm import FakeLLM, Script, ToolCall, Turn
+from vibeserve.testing.toy_target import make_toy_target
 from vibeserve.types import AgentCall, ExitReason, Role
 
-TINY = REPO / "examples/targets/tiny-llama"
-PATCH = REPO / "examples/trajectories/tiny-llama/patches/01-one-torch-thread.patch"
-# The patch travels inside the command (a here-document): the agent's sandbox shows neither this checkout
-# nor the host's /tmp, where a CI clone may live.
-APPLY = f"git apply <<'VIBESERVE_PATCH'\n{PATCH.read_text()}VIBESERVE_PATCH\n"
+# A real change to the toy server (its declared score, and a comment in its code), as a patch; it travels
+# inside the command (a here-document): the agent's sandbox shows neither this checkout nor the host's /tmp.
+PATCH = """--- a/score.txt
++++ b/score.txt
+@@ -1 +1 @@
+-1.0
++2.0
+--- a/server.py
++++ b/server.py
+@@ -1,3 +1,4 @@
++# answers computed once per request, by the agent's own tool
+ import argparse
+ import json
+ import pathlib
+"""
+APPLY = f"git apply <<'VIBESERVE_PATCH'\n{PATCH}VIBESERVE_PATCH\n"
 PASS = {"verdict": "pass", "reasons": "serving path only", "reward_hacking": False, "criteria_met": True}
 EVAL = {"analysis": "one forward per token at batch 1", "hints": ["batch decode steps"]}
 NEEDS_NPM = pytest.mark.skipif(
@@ -52,7 +65,8 @@ def round_script(shell: ToolCall, mcp: str, reply_tool: str | None = None) -> Sc
 
 
 def run_round(tmp_path: Path, harness: str, model: str, options: dict[str, str], env: dict[str, str]):
-    args = [sys.executable, "-m", "vibeserve", "run", str(TINY), "--harness", harness, "--model", model,
+    toy = make_toy_target(tmp_path / "toy")
+    args = [sys.executable, "-m", "vibeserve", "run", str(toy), "--harness", harness, "--model", model,
             "--rounds", "1", "--runs-dir", str(tmp_path / "runs"), "--run-id", harness, "--no-report"]
     for k, v in options.items():
         args += ["-O", f"{k}={v}"]
@@ -66,7 +80,7 @@ def check_round(db: sqlite3.Connection, run_dir: Path, harness: str) -> None:
     status, candidate = db.execute("SELECT status, candidate FROM rounds WHERE round = 1").fetchone()
     assert status in ("kept", "accepted"), db.execute("SELECT result FROM rounds WHERE round = 1").fetchone()
     diff = subprocess.run(["git", "show", candidate], cwd=run_dir / "repo", capture_output=True, text=True).stdout
-    assert "torch.set_num_threads(args.threads)" in diff  # the implementer's own tool changed the server
+    assert "+# answers computed once per request" in diff and "+2.0" in diff  # the agent's own tool changed it
     assert db.execute("SELECT title, status FROM issues").fetchall() == [("One torch thread", "done")]
     calls = db.execute("SELECT key, harness, exit_reason FROM agent_calls ORDER BY key").fetchall()
     assert [(k, h) for k, h, _ in calls] == [
@@ -157,12 +171,14 @@ def test_replies_that_keep_failing_their_schema_fail_the_round(tmp_path: Path) -
     judge = next(i for i, t in enumerate(script.turns) if t.match == "You are the Accuracy Judge")
     script.turns[judge:judge + 1] = [Turn(match="You are the Accuracy Judge", malformed=True)] * 3
     with FakeLLM(script) as llm:
-        args = [sys.executable, "-m", "vibeserve", "run", str(TINY), "--harness", "openai", "--model", "fake-model",
+        args = [sys.executable, "-m", "vibeserve", "run", str(make_toy_target(tmp_path / "toy")), "--harness",
+                "openai", "--model", "fake-model",
                 "--rounds", "1", "--runs-dir", str(tmp_path / "runs"), "--run-id", "bad", "--no-report",
                 "-O", f"base_url={llm.openai_base_url}"]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=900,
                               env={**os.environ, "OPENAI_API_KEY": "dummy", "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0, proc.stderr
+    # The run ends with its one round failed, and says so with a non-zero exit.
+    assert proc.returncode == 1 and "every round failed (1 of 1)" in proc.stderr, proc.stderr
     db = sqlite3.connect(tmp_path / "runs" / "bad" / "run.db")
     status, result = db.execute("SELECT status, result FROM rounds WHERE round = 1").fetchone()
     assert status == "failed" and "no valid reply after 3 tries" in result

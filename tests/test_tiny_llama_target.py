@@ -192,7 +192,7 @@ def test_accuracy_reports_an_unreachable_server_as_error(model_dir, tmp_path):
         "--report",
         report,
     )
-    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # the server's failure, not the checker's
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["errors"] > 0
     assert "ConnectError" in data["cases"][0]["error"]

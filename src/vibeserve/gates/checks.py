@@ -66,13 +66,14 @@ def accuracy_gate(target: Target, server: CandidateServer, commit: str, log_dir:
         return GateVerdict(passed=False, reason=str(e), target_error=True, wall_s=time.monotonic() - t0, **common)
     report, problem = read_report(report_path)
     common.update(report=report or {}, wall_s=time.monotonic() - t0, detail=evidence(done, server))
-    if server.exited is not None:
-        return GateVerdict(passed=False, reason=f"the deliverable exited with code {server.exited} while the "
+    passed = report.get("passed") if report else None
+    ok = done.returncode == 0 and passed is True
+    if (died := server.exited if ok else server.exited_within(1.0)) is not None:
+        return GateVerdict(passed=False, reason=f"the deliverable exited with code {died} while the "
                            f"checker ran{server.limit_hit()}", **common)
     if done.timed_out:
         return GateVerdict(passed=False, reason=f"the accuracy checker timed out after {spec.timeout_s:.0f} s "
                            "(the deliverable answered too slowly or not at all)", **common)
-    passed = report.get("passed") if report else None
     crashed = TRACEBACK in read_tail(done.stderr_path, 20000)
     if done.returncode == 0 and passed is True and not crashed:
         return GateVerdict(passed=True, **common)
@@ -137,8 +138,8 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
             done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
         except CommandNotRunnable as e:
             return verdict(False, str(e))
-        if server.exited is not None:
-            return verdict(False, f"the deliverable exited with code {server.exited} during benchmark run "
+        if (died := server.exited if done.returncode == 0 else server.exited_within(1.0)) is not None:
+            return verdict(False, f"the deliverable exited with code {died} during benchmark run "
                            f"{name}{server.limit_hit()}", done)
         if done.timed_out:
             return verdict(False, f"benchmark run {name} timed out after {spec.timeout_s:.0f} s", done)

@@ -99,6 +99,14 @@ class CandidateServer:
         """The deliverable's exit code once it has exited, else None."""
         return None if self.proc is None else self.proc.poll()
 
+    def exited_within(self, seconds: float) -> int | None:
+        """The exit code if the deliverable has exited or does within ``seconds`` (a server that just died
+        may take a moment to be reaped through its sandbox), else None."""
+        deadline = time.monotonic() + seconds
+        while (code := self.exited) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return code
+
     def limit_hit(self) -> str:
         """'': (it ran into no limit), else '; <which [limits] key it passed>' for a failed verdict."""
         if self.proc is None:
