@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vibeserve.loop.engine import Engine, RunConfig, create_run
+from vibeserve.loop.config import RunConfig, create_run
+from vibeserve.loop.engine import Engine
 from vibeserve.testing.toy_target import make_toy_target, write_trajectory
 
 PASS = {"verdict": "pass", "reasons": "ok", "reward_hacking": False, "criteria_met": True}

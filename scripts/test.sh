@@ -6,7 +6,9 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check src tests benchmarks examples
 set +e
-.venv/bin/python -m pytest "$@"
+# Two workers, a test file each at a time: most tests wait on servers and subprocesses more than they
+# compute, and a file's shared fixtures (a model server, the corpus's run) stay in one worker.
+.venv/bin/python -m pytest -n "${VIBESERVE_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

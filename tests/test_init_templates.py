@@ -24,7 +24,7 @@ def llm_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
     """A fresh llm-chat target, initialised and validated once (its setup builds the tiny model)."""
     root = tmp_path_factory.mktemp("init") / "my-chat"
     cli("init", str(root), "--template", "llm-chat", check=True)
-    return root, cli("validate", str(root), timeout=300)
+    return root, cli("validate", str(root), timeout=900)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import cli
 from test_loop import EVAL, PASS, implementer, orchestrator
-from vibeserve.loop.engine import RunConfig, create_run
+from vibeserve.loop.config import RunConfig, create_run
 from vibeserve.policies.board import IssueBoard
 from vibeserve.process import clean_env, run, spawn
 from vibeserve.sandbox import Sandbox

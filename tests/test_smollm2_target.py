@@ -39,7 +39,15 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 GENERATION_LOOP = "for _ in range(max_tokens):"
 
 
-def run_script(*argv: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+# The full prompt set (11 cases, alone and at once) takes minutes against a serial server on 2 shared cores;
+# validate and the demo run it whole. Here a few cases show each behaviour: the one whose streamed answer
+# ends mid-character, a short and a long chat, a one-token completion.
+SUBSET = ["--only", "h-unicode", "--only", "h-capital", "--only", "c-list", "--only", "c-one-token"]
+# Long answers, where bf16's moved logits flip a greedy token.
+LONG = ["--only", "h-system", "--only", "h-long", "--only", "c-story", "--only", "c-code"]
+
+
+def run_script(*argv: str | Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a target script the way the framework does: the target's python, the target as cwd."""
     return subprocess.run(
         [sys.executable, *map(str, argv)],
@@ -140,10 +148,10 @@ def test_reference_generate(model_dir, tmp_path):
 
 def test_accuracy_passes_and_bench_measures_the_seed(seed_url, model_dir, tmp_path):
     report = tmp_path / "accuracy.json"
-    done = run_script("checks/accuracy.py", "--url", seed_url, "--model", model_dir, "--report", report)
+    done = run_script("checks/accuracy.py", "--url", seed_url, "--model", model_dir, "--report", report, *SUBSET)
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
-    assert data["passed"] and data["total"] == 22 and 0 < data["min_logit_margin"] < 0.01
+    assert data["passed"] and data["total"] == 8 and data["min_logit_margin"] > 0
     # The answer cut mid-character must stream its trailing U+FFFD exactly as the non-streaming text.
     assert any(c["stream"] and c["expected"].endswith("\ufffd") for c in data["cases"])
 
@@ -201,13 +209,14 @@ def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path)
     apply_patch(tree, "02b-bf16-weights.patch")
     report = tmp_path / "bf16.json"
     with serving(tree) as url:
-        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *LONG)
     assert done.returncode == 1, done.stdout + done.stderr
     assert json.loads(report.read_text())["failures"] > 0
 
     apply_patch(tree, "02c-fp32-prefix-cache-fast-decode.patch")
     report = tmp_path / "fast.json"
     with serving(tree) as url:
-        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report)
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *SUBSET,
+                          *LONG)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(report.read_text())["passed"]

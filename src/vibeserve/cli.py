@@ -112,7 +112,7 @@ def run(
         "--skills", metavar="DIR", help="A folder of your own skills for the agents, added to the bundled ones; repeatable.")] = None,
 ) -> None:
     """Start a new run on TARGET."""
-    from vibeserve.loop.engine import RunConfig, create_run
+    from vibeserve.loop.config import RunConfig, create_run
     from vibeserve.target.spec import load_target
 
     spec = load_target(target).spec
