@@ -38,3 +38,14 @@ def trajectory(tmp_path: Path):
         return write_trajectory(tmp_path / name, calls)
 
     return make
+
+
+# The longest test files go first: with two workers taking a file each at a time, a long file started last
+# would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_demo.py", "test_smollm2_target.py", "test_corpus.py", "test_init_templates.py",
+                 "test_resume.py", "test_tiny_llama_target.py", "test_lifecycle.py", "test_harness_agents.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -43,8 +43,8 @@ GENERATION_LOOP = "for _ in range(max_tokens):"
 # validate and the demo run it whole. Here a few cases show each behaviour: the one whose streamed answer
 # ends mid-character, a short and a long chat, a one-token completion.
 SUBSET = ["--only", "h-unicode", "--only", "h-capital", "--only", "c-list", "--only", "c-one-token"]
-# Long answers, where bf16's moved logits flip a greedy token.
-LONG = ["--only", "h-system", "--only", "h-long", "--only", "c-story", "--only", "c-code"]
+# Longer answers, where bf16's moved logits flip a greedy token (both differ under bf16, seen alone).
+LONG = ["--only", "c-story", "--only", "c-code"]
 
 
 def run_script(*argv: str | Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -158,7 +158,7 @@ def test_accuracy_passes_and_bench_measures_the_seed(seed_url, model_dir, tmp_pa
     bench = tmp_path / "bench.json"
     # The kit's benchmark is vibeserve's load generator, as target.toml runs it (shorter here).
     args = ["--endpoint", "chat", "--rate", "inf", "--num-requests", "4", "--output-len", "8", "--input-len", "16",
-            "--nonce", "--tokenizer", model_dir, "--no-progress"]
+            "--nonce", "--tokenizer", model_dir, "--no-progress", "--request-timeout", "600"]
     done = run_script("-m", "vibeserve.bench", "--url", seed_url, "--out", bench, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(bench.read_text())

@@ -157,7 +157,7 @@ def test_accuracy_passes_on_seed(seed_url, model_dir, tmp_path):
 
 def test_bench_reports_throughput(seed_url, model_dir, tmp_path):
     report = tmp_path / "bench.json"
-    done = run_script("checks/bench.py", "--url", seed_url, "--model", model_dir, "--out", report)
+    done = run_script("checks/bench.py", "--url", seed_url, "--model", model_dir, "--out", report, "--requests", "12")
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
     assert math.isfinite(data["output_throughput"]) and data["output_throughput"] > 0
