@@ -30,6 +30,9 @@ class Reference:
 
 def load(model_dir: str | Path) -> Reference:
     hf_logging.disable_progress_bar()  # keeps the gate logs readable
+    # A 64-wide model gains nothing from intra-op threads, and on a machine shared with the server under
+    # test, spinning threads slow both down many times over. One thread gives the same fp32 results.
+    torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     return Reference(model, tokenizer)
