@@ -16,12 +16,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 SkillDirs = Annotated[list[Path] | None, typer.Option(
-    "--skills", help="A folder of your own skills, added to the bundled ones; repeatable.")]
+    "--skills", metavar="DIR", help="A folder of your own skills, added to the bundled ones; repeatable.")]
 
 
 @app.command("list")
 def list_skills(
-    target: Annotated[Path | None, typer.Option(help="A target directory: show which skills it gets and why.")] = None,
+    target: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="A target directory: show which skills it gets and why.")] = None,
     skills: SkillDirs = None,
 ) -> None:
     """List every skill: name, layer, what it is for; with --target, what that target would get."""
