@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeserve.errors import StoreError
 from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.policies import POLICIES
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunBusy, describe, owner
@@ -39,6 +40,7 @@ class RunConfig(BaseModel):
     model: str | None = None
     roles: dict[Role, RoleConfig] = Field(default_factory=dict)
     rounds: int | None = None  # overrides [budget].rounds
+    plateau: int | None = Field(default=None, ge=0)  # overrides [budget].plateau_rounds; 0: never stop on one
     schema_retries: int = Field(default=2, ge=0)
     benchmark: dict[str, Any] = Field(default_factory=dict)  # metric, direction, unit: for reports
     peers: list[dict[str, Any]] = Field(default_factory=list)  # [{name, metric}]: lines on the trajectory plot
@@ -47,6 +49,13 @@ class RunConfig(BaseModel):
     secret_seed: int | None = None
     sandbox: SandboxMode = SandboxMode.BWRAP  # "none" only when the user asked for it
     skills: list[str] = Field(default_factory=list)  # the user's own skill folders (--skills)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+        return name
 
 
 def build_harnesses(

@@ -228,6 +228,7 @@ class Engine:
     def _rounds(self, started: float) -> str:
         budget = self.target.spec.budget
         total = self.config.rounds if self.config.rounds is not None else budget.rounds
+        plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
         n = max([r["round"] for r in self.store.rounds()] + [0])
         if n and self.store.round(n)["status"] == RoundStatus.RUNNING:
             n -= 1  # the last round was interrupted: do it again from its journal
@@ -236,8 +237,8 @@ class Engine:
                 return f"round budget reached ({total} rounds)"
             if time.monotonic() - started > budget.max_wall_h * 3600:
                 return f"wall-clock budget reached ({budget.max_wall_h} h)"
-            if self._plateau(budget.plateau_rounds):
-                return f"plateau: no gain in the last {budget.plateau_rounds} rounds"
+            if self._plateau(plateau):
+                return f"plateau: no gain in the last {plateau} rounds"
             n += 1
             self.check_manifest()
             self._round(n)
@@ -252,7 +253,7 @@ class Engine:
         row = self.store.round(n)
         if row is None or row["task"] is None:
             self.store.start_round(n)
-            self.progress(f"round {n}: orchestrator")
+            self.progress(f"round {n}: {self.policy.name} policy picks the task")
             ctx = PolicyCtx(self, n)
             try:
                 task = self.policy.next_task(ctx)

@@ -6,7 +6,7 @@ from vibeserve.errors import VibeserveError
 from vibeserve.policies.base import Policy, PolicyContext
 from vibeserve.store import RunStore
 
-POLICIES = ("issue-tracker",)
+POLICIES = ("issue-tracker", "ralph")
 
 
 def make_policy(name: str, store: RunStore) -> Policy:
@@ -14,6 +14,10 @@ def make_policy(name: str, store: RunStore) -> Policy:
         from vibeserve.policies.issue_tracker import IssueTrackerPolicy
 
         return IssueTrackerPolicy(store)
+    if name == "ralph":
+        from vibeserve.policies.ralph import RalphPolicy
+
+        return RalphPolicy(store)
     raise VibeserveError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
 
 
