@@ -72,7 +72,7 @@ def test_an_unknown_policy_is_refused_before_the_run_exists(toy: Path, trajector
     out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "x",
               "--policy", "ralf")
     assert out.returncode != 0
-    assert "unknown policy 'ralf'; choose one of: issue-tracker, ralph" in out.stdout + out.stderr
+    assert "unknown policy 'ralf'; choose one of: issue-tracker, ralph, evolutionary" in out.stdout + out.stderr
     assert not (runs / "x").exists()
 
 

@@ -110,6 +110,10 @@ def run(
         metavar="K", min=0, help="Stop after K rounds in a row without a kept candidate; 0: never "
                                  "(overrides [budget].plateau_rounds).")] = None,
     policy: Annotated[str | None, typer.Option(help=f"Outer-loop policy: {POLICY_NAMES}.")] = None,
+    policy_option: Annotated[list[str] | None, typer.Option(
+        "--policy-option", "-P", metavar="KEY=VALUE",
+        help="KEY=VALUE for the policy (evolutionary: temperature, inspirations, similarity, migrate_every); "
+             "repeatable.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
@@ -133,6 +137,11 @@ def run(
         if not sep or not key:
             raise VibeserveError(f"--harness-option {opt!r}: expected KEY=VALUE")
         data.setdefault("harness_options", {})[key.replace("-", "_")] = value
+    for opt in policy_option or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise VibeserveError(f"--policy-option {opt!r}: expected KEY=VALUE")
+        data.setdefault("policy_options", {})[key.replace("-", "_")] = value
     if trajectory is not None:
         data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
     if skills:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vibeserve.errors import StoreError
 from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.setup import ensure_artifacts
-from vibeserve.policies import POLICIES
+from vibeserve.policies import POLICIES, check_policy_options
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunBusy, describe, owner
@@ -35,6 +35,7 @@ class RunConfig(BaseModel):
     run_id: str
     target: str
     policy: str = "issue-tracker"
+    policy_options: dict[str, Any] = Field(default_factory=dict)  # the policy's knobs (docs/policies.md)
     harness: str = "scripted"
     harness_options: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
@@ -79,6 +80,7 @@ def build_harnesses(
 def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
+    check_policy_options(config.policy, config.policy_options)
     build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
     Sandbox(config.sandbox).check()  # so is a sandbox that cannot start: it fails closed
     run_dir = runs_dir.resolve() / config.run_id

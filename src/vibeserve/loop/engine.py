@@ -77,7 +77,7 @@ class Engine:
             self.progress(f"target change accepted and recorded: {'; '.join(changes[:5])}")
         self._fingerprint: dict | None = None
         self.workspace = Workspace(run_dir)
-        self.policy = make_policy(self.config.policy, self.store)
+        self.policy = make_policy(self.config.policy, self.store, self.config.policy_options)
         budget = self.target.spec.budget
         harnesses, models = build_harnesses(self.config, self.sandbox)
         self.agents = AgentRunner(
@@ -187,7 +187,7 @@ class Engine:
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
-            skill_dirs=tuple(Path(p) for p in self.config.skills),
+            skill_dirs=tuple(Path(p) for p in self.config.skills), admit=getattr(self.policy, "admit", None),
         )
 
     def _baseline(self) -> None:
