@@ -13,8 +13,10 @@ from test_loop import EVAL, PASS, implementer, rows
 from vibeserve.errors import VibeserveError
 from vibeserve.policies import check_policy_options
 from vibeserve.policies.archive import Archive, Candidate, Descriptor, changed_lines, near_duplicate
+from vibeserve.policies.evolutionary import EvolutionaryPolicy
 from vibeserve.policies.selection import elites, select_inspirations, select_parent
 from vibeserve.store import RunStore
+from vibeserve.types import RoundResult
 
 STATIC = {"batching": "static", "kv_cache": "none", "precision": "fp32", "decoding": "plain", "kernels": "eager"}
 
@@ -44,6 +46,10 @@ def test_evolutionary_archives_every_candidate_and_refuses_a_repeat_before_the_g
     store = RunStore.open(run_dir)
     try:
         archive = {(c.round, c.attempt): c for c in Archive(store).candidates()}
+        # observing a round again (as resume may) changes nothing
+        policy = EvolutionaryPolicy(store)
+        policy.observe(RoundResult.model_validate_json(store.round(2)["result"]))
+        assert {(c.round, c.attempt): c for c in Archive(store).candidates()} == archive
     finally:
         store.close()
     base, first, refused, second = archive[0, 1], archive[1, 1], archive[2, 1], archive[2, 2]
@@ -61,6 +67,7 @@ def test_evolutionary_archives_every_candidate_and_refuses_a_repeat_before_the_g
     assert second.status == "passed" and second.metric == 3.0 and second.techniques is None  # none reported
     # the refusal reached the retry as feedback, and the brief showed the inspiration's diff
     prompt = (run_dir / "transcripts" / "r002-a2-implementer.jsonl").read_text()
+    assert "Task: Evolve the baseline" in prompt
     assert "refused before any gate ran" in prompt
     brief = json.loads(rows(run_dir, "SELECT task FROM rounds WHERE round = 2")[0][0])["brief"]
     assert "round 1 attempt 1" in brief and "A.txt" in brief and "batching=static" in brief

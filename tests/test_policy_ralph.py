@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,15 @@ def test_ralph_carries_memory_md_from_round_to_round(toy: Path, trajectory, tmp_
     # the next round's implementer was shown the notes and the round log
     prompt = (run_dir / "transcripts" / "r002-a1-implementer.jsonl").read_text()
     assert "try 3.0 next" in prompt and "- round 1: kept, metric 2" in prompt
+    # killed after round 2 was recorded but before the policy observed it: resume observes it, once
+    lines = (run_dir / "memory.md").read_text().splitlines(keepends=True)
+    (run_dir / "memory.md").write_text("".join(line for line in lines if not line.startswith("- round 2:")))
+    conn = sqlite3.connect(run_dir / "run.db")
+    conn.execute("UPDATE run SET status = 'interrupted'")
+    conn.commit()
+    conn.close()
+    cli("resume", "ralph", "--runs-dir", str(runs), check=True)
+    assert [line[:12] for line in memory.log()] == ["- round 1: k", "- round 2: a"]
     # the brief is the same every round: only memory.md differs
     tasks = [json.loads(t)["brief"] for (t,) in rows(run_dir, "SELECT task FROM rounds WHERE round > 0")]
     assert tasks[0].split("## memory.md")[0] == tasks[1].split("## memory.md")[0]

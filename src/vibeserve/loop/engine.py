@@ -230,8 +230,13 @@ class Engine:
         total = self.config.rounds if self.config.rounds is not None else budget.rounds
         plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
         n = max([r["round"] for r in self.store.rounds()] + [0])
-        if n and self.store.round(n)["status"] == RoundStatus.RUNNING:
+        last = self.store.round(n) if n else None
+        if last is not None and last["status"] == RoundStatus.RUNNING:
             n -= 1  # the last round was interrupted: do it again from its journal
+        elif last is not None and last["result"]:
+            # A kill between recording the round and its consequences (best ref, the policy's observe) must
+            # not lose them; they are idempotent, so doing them again after a clean stop changes nothing.
+            self._after(RoundResult.model_validate_json(last["result"]))
         while True:
             if n >= total:
                 return f"round budget reached ({total} rounds)"
