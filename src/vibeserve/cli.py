@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveError
+from vibeserve.policies import POLICIES
 from vibeserve.sandbox import SandboxMode
 from vibeserve.skills.cli import app as skills_app
 
@@ -37,6 +38,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="The folder holding the runs, one subfolder each.",
                                        envvar="VIBESERVE_RUNS")]
+POLICY_NAMES = ", ".join(POLICIES)
 SANDBOX_HELP = ("Isolation for agents and candidates: bwrap (bubblewrap; the run stops if it cannot start) "
                 "or none (no isolation).")
 
@@ -104,7 +106,14 @@ def run(
     trajectory: Annotated[Path | None, typer.Option(
         help="Folder holding trajectory.toml, replayed by the scripted harness (format: docs/trajectories.md).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds to run (overrides [budget].rounds).")] = None,
-    policy: Annotated[str | None, typer.Option(help="Outer-loop policy: issue-tracker.")] = None,
+    plateau: Annotated[int | None, typer.Option(
+        metavar="K", min=0, help="Stop after K rounds in a row without a kept candidate; 0: never "
+                                 "(overrides [budget].plateau_rounds).")] = None,
+    policy: Annotated[str | None, typer.Option(help=f"Outer-loop policy: {POLICY_NAMES}.")] = None,
+    policy_option: Annotated[list[str] | None, typer.Option(
+        "--policy-option", "-P", metavar="KEY=VALUE",
+        help="KEY=VALUE for the policy (evolutionary: temperature, inspirations, similarity, migrate_every); "
+             "repeatable.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config TOML (per-role harness and model).")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
@@ -119,8 +128,8 @@ def run(
     data = _load_run_config(config)
     data.setdefault("run_id", run_id or time.strftime("%Y%m%d-%H%M%S-") + spec.name)
     data["target"] = str(target)
-    for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("policy", policy),
-                       ("sandbox", sandbox)):
+    for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("plateau", plateau),
+                       ("policy", policy), ("sandbox", sandbox)):
         if value is not None:
             data[key] = value
     for opt in harness_option or []:
@@ -128,6 +137,11 @@ def run(
         if not sep or not key:
             raise VibeserveError(f"--harness-option {opt!r}: expected KEY=VALUE")
         data.setdefault("harness_options", {})[key.replace("-", "_")] = value
+    for opt in policy_option or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise VibeserveError(f"--policy-option {opt!r}: expected KEY=VALUE")
+        data.setdefault("policy_options", {})[key.replace("-", "_")] = value
     if trajectory is not None:
         data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
     if skills:

@@ -83,3 +83,8 @@ def _env() -> jinja2.Environment:
 def render_prompt(role: Role, **context: Any) -> str:
     """Render ``prompts/<role>.j2``; a missing variable is an error, never an empty string."""
     return _env().get_template(f"{role}.j2").render(**context)
+
+
+def render_brief(name: str, **context: Any) -> str:
+    """Render a policy's task brief, ``prompts/brief_<name>.j2``, as strictly as a role's prompt."""
+    return _env().get_template(f"brief_{name}.j2").render(**context)

@@ -116,6 +116,10 @@ class Workspace:
             text = text[:max_chars] + f"\n[diff cut at {max_chars} characters]"
         return text
 
+    def diff_stat(self, base: str, head: str) -> str:
+        """``git diff --stat`` from ``base`` to ``head``: the files changed and by how many lines."""
+        return git(self.repo, "diff", "--stat", base, head)
+
     def changed_files(self, base: str, head: str) -> list[str]:
         out = git(self.repo, "diff", "--name-only", base, head)
         return [line for line in out.splitlines() if line]

@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeserve.errors import StoreError
 from vibeserve.harness import Harness, make_harness
 from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.policies import POLICIES, check_policy_options
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunBusy, describe, owner
@@ -34,11 +35,13 @@ class RunConfig(BaseModel):
     run_id: str
     target: str
     policy: str = "issue-tracker"
+    policy_options: dict[str, Any] = Field(default_factory=dict)  # the policy's knobs (docs/policies.md)
     harness: str = "scripted"
     harness_options: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
     roles: dict[Role, RoleConfig] = Field(default_factory=dict)
     rounds: int | None = None  # overrides [budget].rounds
+    plateau: int | None = Field(default=None, ge=0)  # overrides [budget].plateau_rounds; 0: never stop on one
     schema_retries: int = Field(default=2, ge=0)
     benchmark: dict[str, Any] = Field(default_factory=dict)  # metric, direction, unit: for reports
     peers: list[dict[str, Any]] = Field(default_factory=list)  # [{name, metric}]: lines on the trajectory plot
@@ -47,6 +50,13 @@ class RunConfig(BaseModel):
     secret_seed: int | None = None
     sandbox: SandboxMode = SandboxMode.BWRAP  # "none" only when the user asked for it
     skills: list[str] = Field(default_factory=list)  # the user's own skill folders (--skills)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+        return name
 
 
 def build_harnesses(
@@ -70,6 +80,7 @@ def build_harnesses(
 def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
+    check_policy_options(config.policy, config.policy_options)
     build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
     Sandbox(config.sandbox).check()  # so is a sandbox that cannot start: it fails closed
     run_dir = runs_dir.resolve() / config.run_id

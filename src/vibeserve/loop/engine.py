@@ -77,7 +77,7 @@ class Engine:
             self.progress(f"target change accepted and recorded: {'; '.join(changes[:5])}")
         self._fingerprint: dict | None = None
         self.workspace = Workspace(run_dir)
-        self.policy = make_policy(self.config.policy, self.store)
+        self.policy = make_policy(self.config.policy, self.store, self.config.policy_options)
         budget = self.target.spec.budget
         harnesses, models = build_harnesses(self.config, self.sandbox)
         self.agents = AgentRunner(
@@ -187,7 +187,7 @@ class Engine:
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
-            skill_dirs=tuple(Path(p) for p in self.config.skills),
+            skill_dirs=tuple(Path(p) for p in self.config.skills), admit=getattr(self.policy, "admit", None),
         )
 
     def _baseline(self) -> None:
@@ -228,16 +228,22 @@ class Engine:
     def _rounds(self, started: float) -> str:
         budget = self.target.spec.budget
         total = self.config.rounds if self.config.rounds is not None else budget.rounds
+        plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
         n = max([r["round"] for r in self.store.rounds()] + [0])
-        if n and self.store.round(n)["status"] == RoundStatus.RUNNING:
+        last = self.store.round(n) if n else None
+        if last is not None and last["status"] == RoundStatus.RUNNING:
             n -= 1  # the last round was interrupted: do it again from its journal
+        elif last is not None and last["result"]:
+            # A kill between recording the round and its consequences (best ref, the policy's observe) must
+            # not lose them; they are idempotent, so doing them again after a clean stop changes nothing.
+            self._after(RoundResult.model_validate_json(last["result"]))
         while True:
             if n >= total:
                 return f"round budget reached ({total} rounds)"
             if time.monotonic() - started > budget.max_wall_h * 3600:
                 return f"wall-clock budget reached ({budget.max_wall_h} h)"
-            if self._plateau(budget.plateau_rounds):
-                return f"plateau: no gain in the last {budget.plateau_rounds} rounds"
+            if self._plateau(plateau):
+                return f"plateau: no gain in the last {plateau} rounds"
             n += 1
             self.check_manifest()
             self._round(n)
@@ -252,7 +258,7 @@ class Engine:
         row = self.store.round(n)
         if row is None or row["task"] is None:
             self.store.start_round(n)
-            self.progress(f"round {n}: orchestrator")
+            self.progress(f"round {n}: {self.policy.name} policy picks the task")
             ctx = PolicyCtx(self, n)
             try:
                 task = self.policy.next_task(ctx)

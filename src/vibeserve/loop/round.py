@@ -7,6 +7,7 @@ any point resumes from its last finished step and never repeats an agent call or
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class RoundEnv:
     sandbox: Sandbox | None = None  # None or mode "none": the gate session runs in this process
     jail: CandidateJail | None = None  # how candidates are confined and limited (None: not at all)
     skill_dirs: tuple[Path, ...] = ()  # the user's own skill folders, added to the bundled ones
+    # The policy's check of a candidate's diff before any gate: a refusal reason, or None to go on.
+    admit: Callable[[str], str | None] | None = None
 
 
 def first_line(text: str) -> str:
@@ -91,6 +94,17 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
     for warning in verdict.warnings:
         _say(env, f"  warning: {warning}")
     return verdict
+
+
+def _admission(env: RoundEnv, n: int, attempt: int, start: str, sha: str) -> str | None:
+    """The policy's refusal of this candidate's diff, if any; journaled, so resume asks it only once."""
+    if env.admit is None:
+        return None
+    recorded = env.store.step(n, attempt, "admit")
+    if recorded is None:
+        recorded = {"refused": env.admit(env.workspace.diff(start, sha, max_chars=1_000_000))}
+        env.store.record_step(n, attempt, "admit", recorded)
+    return recorded["refused"]
 
 
 def feedback_of(verdict: GateVerdict) -> str:
@@ -150,6 +164,12 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
             _say(env, f"round {n} attempt {attempt}: warning: --sandbox none, so this candidate's numbers are not "
                       "protected from it")
         store.update_round(n, candidate=sha, attempts=attempt)
+
+        refused = _admission(env, n, attempt, task.start_commit, sha)
+        if refused:
+            feedback = f"Your change was refused before any gate ran: {refused}"
+            last_status, last_reason = RoundStatus.FAILED, f"refused: {first_line(refused)}"
+            continue
 
         checked = []
         for gate in gates_in_order(env.target):

@@ -46,3 +46,12 @@ class Policy(Protocol):
     def observe(self, result: RoundResult) -> None:
         """Take a finished round into the policy's state. Must be idempotent: resume may repeat it."""
         ...
+
+
+class Admits(Protocol):
+    """An optional policy method: ``run_round`` calls it after the implementer commits, before any gate."""
+
+    def admit(self, diff: str) -> str | None:
+        """Why the candidate with this diff (against its start commit) is refused, or None to run its gates.
+        A refusal fails the attempt at no gate cost, and the reason is the implementer's feedback."""
+        ...

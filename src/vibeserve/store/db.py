@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -219,6 +220,18 @@ class RunStore:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    def ensure_tables(self, ddl: str) -> None:
+        """Create a policy's own tables on this store; ``ddl`` uses ``CREATE TABLE IF NOT EXISTS`` so that
+        running it again (every start, every MCP server) changes nothing."""
+        # Comments dropped first, so a ';' in one does not split a statement.
+        statements = [s.strip() for s in re.sub(r"--[^\n]*", "", ddl).split(";") if s.strip()]
+        for statement in statements:
+            if not statement.upper().startswith(("CREATE TABLE IF NOT EXISTS", "CREATE INDEX IF NOT EXISTS")):
+                raise ValueError(f"a policy's tables are made with CREATE ... IF NOT EXISTS only: {statement[:60]!r}")
+        with self.tx() as c:
+            for statement in statements:
+                c.execute(statement)
 
     # -- paths ---------------------------------------------------------------------------------------
     @property
