@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -218,33 +219,37 @@ def test_a_change_in_the_store_is_sent_as_an_event(run_copy: Path) -> None:
         thread.join(10)
 
 
+HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu")
+
+
 def _browser() -> str | None:
     return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
-@pytest.fixture
-def ui_server(runs: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+@contextmanager
+def serving(runs: Path) -> Iterator[str]:
+    """The real `vibeserve ui` on a free loopback port, as a subprocess; yields its address."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "vibeserve", "ui", "--runs-dir", str(runs), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         wait_up(f"http://127.0.0.1:{port}/")
-        yield f"http://127.0.0.1:{port}", proc
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(10)
 
 
-def test_the_cli_server_binds_loopback_and_renders_in_a_browser(ui_server, tmp_path: Path) -> None:
-    base, proc = ui_server
-    assert httpx.get(base + "/runs/evo", timeout=10).status_code == 200
+def test_the_cli_server_binds_loopback_and_renders_in_a_browser(runs: Path, tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
         pytest.skip("no chromium installed (apt-get install chromium) to render the page with")
     png = tmp_path / "run.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-                    "--window-size=1280,900", base + "/runs/evo"], capture_output=True, timeout=120, check=True)
+    with serving(runs) as base:
+        assert httpx.get(base + "/runs/evo", timeout=10).status_code == 200
+        subprocess.run([browser, *HEADLESS, f"--screenshot={png}", "--window-size=1280,900", base + "/runs/evo"],
+                       capture_output=True, timeout=120, check=True, cwd=tmp_path)
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000
     shutil.copy(png, Path(os.environ.get("VIBESERVE_UI_SHOT", tmp_path / "kept.png")))
@@ -267,3 +272,31 @@ def test_the_cli_prints_a_token_when_bound_beyond_loopback(runs: Path) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(10)
+
+
+def test_the_page_applies_a_change_in_the_store_without_a_reload(run_copy: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium installed (apt-get install chromium) to run the page's script in")
+    # The browser holds the page until the server goes (its virtual time stands still while the event stream
+    # is open), then prints the DOM as the page's script left it; meanwhile a second writer changes the store
+    # a few times, so that some change lands after the stream opened.
+    with serving(run_copy) as base:
+        dom = subprocess.Popen([browser, *HEADLESS, "--virtual-time-budget=8000", "--dump-dom", base + "/runs/evo"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+        writer = RunStore.open(run_copy / "evo")
+        try:
+            writer.start_round(4)
+            for k in range(1, 5):
+                time.sleep(1.5)
+                if dom.poll() is not None:
+                    break
+                writer.update_round(4, attempts=k)
+        finally:
+            writer.close()
+    try:
+        out, _ = dom.communicate(timeout=90)
+    finally:
+        dom.kill()
+    assert 'id="round-4"' in out
+    assert 'data-updated="' in out  # set by the page's script each time it swaps new rows in

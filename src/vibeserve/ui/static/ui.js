@@ -10,6 +10,7 @@
   var busy = false;
   var again = false;
   var connected = false;
+  var updates = 0;
 
   function show(text, ok) {
     if (state) {
@@ -34,6 +35,8 @@
       .then(function (r) { return r.ok ? r.text() : Promise.reject(new Error(String(r.status))); })
       .then(function (html) {
         live.innerHTML = html;
+        updates += 1;
+        live.dataset.updated = String(updates);
         var all = live.querySelectorAll("details");
         open.forEach(function (i) { if (all[i]) { all[i].open = true; } });
         show("live, updated " + new Date().toLocaleTimeString(), true);
