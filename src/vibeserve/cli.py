@@ -256,11 +256,11 @@ def report(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="
 @app.command()
 def ui(
     runs: Annotated[list[str] | None, typer.Argument(
-        metavar="RUN...", help="Runs to show: ids under --runs-dir or run folders (default: every run there).")] = None,
+        metavar="RUN", help="Runs to show: ids under --runs-dir or run folders (default: every run there).")] = None,
     runs_dir: RunsDir = Path("runs"),
     host: Annotated[str, typer.Option(
-        help="Address to listen on; any address but loopback needs the access token printed at start.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+        metavar="ADDRESS", help="Address to listen on; any address but loopback needs the access token printed at start.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")] = 8765,
 ) -> None:
     """A read-only web dashboard over the runs that updates itself while they go on: trajectory, rounds,
     gates, diffs, logs, transcripts and costs."""
