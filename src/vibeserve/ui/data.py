@@ -12,12 +12,12 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vibeserve.errors import StoreError
-from vibeserve.report.round_detail import RoundDetail, round_details
+from vibeserve.report.round_detail import RoundDetail, diffstat, round_details
 from vibeserve.report.tables import RoundRow, one_line, round_rows, short_sha
 from vibeserve.store import RunStore
 from vibeserve.workspace import GitError, git
@@ -249,7 +249,10 @@ def round_page(store: RunStore, n: int) -> RoundPage | None:
     r = store.round(n)
     if r is None:
         return None
-    view = next(v for v in round_views(store) if v.row.round == n)
+    view = next(v for v in round_views(store, diffs=False) if v.row.round == n)
+    if view.detail is not None and n > 0:  # the diffstat of this round only: one git call, not one per round
+        view = replace(view, detail=replace(view.detail, diff=diffstat(store.dir / "repo", r["start_commit"],
+                                                                       r["candidate"])))
     diff, cut = round_diff(store, r["start_commit"], r["candidate"]) if n > 0 else ("", False)
     calls = [
         AgentCallRow(key=c["key"], role=c["role"], harness=c["harness"], model=c["model"] or "",
