@@ -124,6 +124,7 @@ def test_text_from_the_run_is_escaped(client: TestClient) -> None:
 def test_round_page_shows_diff_gate_logs_transcripts_and_costs(client: TestClient) -> None:
     html = client.get("/runs/evo/rounds/1").text
     assert '<span class="del">-1.0</span>' in html and '<span class="add">+2.0</span>' in html
+    assert "1 file, +1 -1: score.txt +1 -1" in html
     assert "<code>r001/a1/implementer</code>" in html and "scripted" in html and "$0.00" in html
     assert "score file read per request" in html  # the evaluator's analysis
     assert 'href="/runs/evo/files?path=logs/r001/a1/benchmark"' in html
