@@ -253,6 +253,31 @@ def report(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="
     console.print(f"wrote {index.parent}/summary.md, trajectory.png and index.html")
 
 
+@app.command()
+def ui(
+    runs: Annotated[list[str] | None, typer.Argument(
+        metavar="RUN", help="Runs to show: ids under --runs-dir or run folders (default: every run there).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    host: Annotated[str, typer.Option(
+        metavar="ADDRESS", help="Address to listen on; any address but loopback needs the access token printed at start.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="Port to listen on.")] = 8765,
+) -> None:
+    """A read-only web dashboard over the runs that updates itself while they go on: trajectory, rounds,
+    gates, diffs, logs, transcripts and costs."""
+    from vibeserve.ui import RunSource, serve
+
+    named: dict[str, Path] = {}
+    for name in runs or []:
+        path = Path(name)
+        run_dir = path if (path / "run.db").is_file() else _run_dir(runs_dir, name)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_dir.name):
+            raise VibeserveError(f"{run_dir}: a run folder's name uses letters, digits, '.', '_' and '-'")
+        if named.get(run_dir.name, run_dir).resolve() != run_dir.resolve():
+            raise VibeserveError(f"two runs named {run_dir.name!r}: {named[run_dir.name]} and {run_dir}")
+        named[run_dir.name] = run_dir
+    serve(RunSource(runs_dir, named), host=host, port=port, say=lambda s: console.print(s, markup=False))
+
+
 def _mount_bench() -> None:
     # Mounted as a plain command (not a sub-app) so `vibeserve bench --url ...` takes its flags directly.
     from vibeserve.bench.cli import CONTEXT_SETTINGS
