@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import cli
 from test_loop import EVAL, PASS, implementer
 from vibeserve.target.scaffold import SERVER
@@ -138,3 +140,36 @@ def test_parallel_is_refused_for_a_policy_that_chains_its_rounds(toy: Path, traj
     out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(tmp_path / "runs"), "--policy",
               "evolutionary", "--parallel", "0", "--sandbox", "none")
     assert out.returncode == 2 and "--parallel 0: give at least 1" in out.stdout + out.stderr
+
+
+# Appends the command line of the process that ran it (its parent) to a file.
+WHO = ("import os, sys\n"
+       "open(sys.argv[1], 'a').write(open(f'/proc/{os.getppid()}/cmdline').read().replace('\\0', ' ') + '\\n')\n")
+
+
+def test_parallel_on_a_local_ray_instance(toy: Path, trajectory, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vibeserve[ray]')")
+    agents, gates = tmp_path / "agents.txt", tmp_path / "gates.txt"
+    who = ["python", "-c", WHO, str(agents)]
+    traj = trajectory([
+        {**implementer("r001/a1/implementer", {"score.txt": "2.0\n"}), "commands": [who]},
+        {**implementer("r002/a1/implementer", {"score.txt": "3.0\n", "B.txt": "b\n"}), "commands": [who]},
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    bench = toy / "checks" / "bench.py"
+    bench.write_text("import os as _o\n"
+                     f"open({str(gates)!r}, 'a').write(open(f'/proc/{{_o.getppid()}}/cmdline').read() + '\\n')\n"
+                     + bench.read_text())
+    runs = tmp_path / "runs"
+    out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "ray",
+              "--policy", "evolutionary", "--rounds", "2", "--parallel", "2", "--ray", "local",
+              "--no-report", "--sandbox", "none", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert rows(runs / "ray", "SELECT round, status, metric FROM rounds ORDER BY round") == [
+        (0, "kept", 1.0), (1, "kept", 2.0), (2, "kept", 3.0)]
+    # both implementers ran in Ray workers, and so did every benchmark (the baseline's too)
+    ran_agents = agents.read_text().splitlines()
+    assert len(ran_agents) == 2 and all("ray::" in line or "default_worker" in line for line in ran_agents)
+    in_ray = ["ray::" in line or "default_worker" in line for line in gates.read_text().splitlines()]
+    assert len(in_ray) >= 3 and all(in_ray)

@@ -45,12 +45,14 @@ class AgentRunner:
         on_call: Callable[[str, Role, AgentResult], None] | None = None,
         say: Callable[[str], None] | None = None,
         abort: threading.Event | None = None,
+        dispatch: Callable[[Harness, AgentCall], AgentResult] | None = None,
     ):
         self.store, self.harnesses, self.models, self.policy = store, harnesses, models, policy
         self.timeout_s, self.max_cost_usd, self.schema_retries = timeout_s, max_cost_usd, schema_retries
         self.on_call = on_call
         self.say = say or (lambda s: None)
         self.abort = abort
+        self.dispatch = dispatch or (lambda harness, call: harness.run(call))  # or on a Ray cluster
 
     def ask(
         self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int,
@@ -114,7 +116,7 @@ class AgentRunner:
             model=self.models.get(role),
             readonly=installed_paths(workdir),
         )
-        result = harness.run(call)
+        result = self.dispatch(harness, call)
         if self.abort is not None and self.abort.is_set():
             raise Aborted(f"{key}: the run is being interrupted; this call is not recorded")
         self.store.record_agent_call(key, round_, attempt, role, harness.name, call.model, result)

@@ -56,6 +56,8 @@ class Engine:
             raise
 
     def close(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
         self.store.close()
         self.lock.release()
 
@@ -85,13 +87,18 @@ class Engine:
         self.abort = threading.Event()  # set on an interrupt: rounds in flight record nothing more
         self.scheduler = GateScheduler(self.target.spec.hardware.concurrent_checks)
         harnesses, models = build_harnesses(self.config, self.sandbox)
+        self.pool = None
+        if self.config.ray is not None:
+            from vibeserve.loop.ray_pool import RayPool
+
+            self.pool = RayPool(self.config.ray, self.target.spec.hardware.resources(), self.sandbox)
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
             on_call=lambda key, role, r: self.progress(
                 f"  {key}: {r.exit_reason} in {r.wall_s:.1f}s" + (f" ({' '.join(r.error.split())[:300]})"
                                                                   if r.error else "")),
-            say=self.progress, abort=self.abort,
+            say=self.progress, abort=self.abort, dispatch=self.pool.run_agent if self.pool else None,
         )
 
     # -- checks --------------------------------------------------------------------------------------
@@ -196,6 +203,7 @@ class Engine:
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
             skill_dirs=tuple(Path(p) for p in self.config.skills), admit=self._admit(n),
             gate_slot=self.scheduler.slot, abort=self.abort,
+            **({"gate_runner": self.pool.run_gate} if self.pool else {}),
         )
 
     def _admit(self, n: int) -> Callable[[str], str | None] | None:
@@ -242,7 +250,7 @@ class Engine:
         self.progress(f"baseline: {self._fmt(metric)}")
 
     def _rounds(self, started: float) -> str:
-        if self.config.parallel > 1:
+        if self.config.parallel > 1 or self.pool is not None:
             return ParallelRounds(self, self.config.parallel).run(started)
         n = max([r["round"] for r in self.store.rounds()] + [0])
         last = self.store.round(n) if n else None
