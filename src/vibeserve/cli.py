@@ -119,17 +119,25 @@ def run(
     sandbox: Annotated[SandboxMode | None, typer.Option(help=SANDBOX_HELP + " [default: bwrap]")] = None,
     skills: Annotated[list[Path] | None, typer.Option(
         "--skills", metavar="DIR", help="A folder of your own skills for the agents, added to the bundled ones; repeatable.")] = None,
+    parallel: Annotated[int | None, typer.Option(
+        metavar="N", help="Rounds in flight at once, each in its own worktree (evolutionary policy); gates take "
+                          "turns so a benchmark always runs alone.")] = None,
+    ray: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="Run agents and gates as Ray tasks on the cluster at ADDRESS ('local' starts "
+                                "one here); gates ask for [hardware].gate_resources.")] = None,
 ) -> None:
     """Start a new run on TARGET."""
     from vibeserve.loop.config import RunConfig, create_run
     from vibeserve.target.spec import load_target
 
+    if parallel is not None and parallel < 1:
+        raise VibeserveError(f"--parallel {parallel}: give at least 1 (the number of rounds in flight at once)")
     spec = load_target(target).spec
     data = _load_run_config(config)
     data.setdefault("run_id", run_id or time.strftime("%Y%m%d-%H%M%S-") + spec.name)
     data["target"] = str(target)
     for key, value in (("harness", harness), ("model", model), ("rounds", rounds), ("plateau", plateau),
-                       ("policy", policy), ("sandbox", sandbox)):
+                       ("policy", policy), ("sandbox", sandbox), ("parallel", parallel), ("ray", ray)):
         if value is not None:
             data[key] = value
     for opt in harness_option or []:

@@ -195,3 +195,19 @@ def run(
 ) -> Completed:
     """Run to completion or timeout; the whole process group is gone when this returns."""
     return spawn(argv, cwd, log_dir, name, env).wait(timeout_s)
+
+
+def stop_children() -> None:
+    """Stop every process group this process started (each child leads its own session): what rounds in
+    flight on other threads were running when the run was interrupted."""
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = [int(p) for p in children.read_text().split()]
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                if os.getpgid(pid) == pid:
+                    kill_group(pid, grace_s=1.0)
+            except ProcessLookupError:
+                continue

@@ -6,12 +6,15 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from vibeserve.errors import DiskFull, VibeserveError
 from vibeserve.skills.install import add_git_excludes
 
-AUTHOR = ["-c", "user.name=vibeserve", "-c", "user.email=vibeserve@localhost", "-c", "commit.gpgsign=false"]
+# No automatic gc: rounds in flight at once commit side by side, and a gc packing refs would lock them out.
+AUTHOR = ["-c", "user.name=vibeserve", "-c", "user.email=vibeserve@localhost", "-c", "commit.gpgsign=false",
+          "-c", "gc.auto=0"]
 BEST_BRANCH = "vibeserve/best"
 
 
@@ -39,6 +42,9 @@ class Workspace:
     def __init__(self, run_dir: Path):
         self.repo = run_dir / "repo"
         self.trees = run_dir / "worktrees"
+        # Adding, removing and pruning worktrees and moving the run branch edit the repo's shared
+        # administrative files; rounds in flight at once take turns at them.
+        self._admin = threading.RLock()
 
     def init(self, seed: Path | None) -> str:
         """Create the repo with the seed deliverable (or nothing) as its first commit; return that commit."""
@@ -73,22 +79,25 @@ class Workspace:
 
     def set_best(self, sha: str) -> None:
         """Point the run branch at ``sha``: keeping a candidate and reverting are both just this."""
-        git(self.repo, "branch", "-f", BEST_BRANCH, sha)
+        with self._admin:
+            git(self.repo, "branch", "-f", BEST_BRANCH, sha)
 
     def worktree(self, name: str, start: str) -> Path:
         """A fresh worktree at ``start`` on branch ``round/<name>``; an old one of that name is replaced."""
         path = self.trees / name
-        self.remove_worktree(name)
-        self.trees.mkdir(parents=True, exist_ok=True)
-        git(self.repo, "worktree", "add", "-q", "-f", "-B", f"round/{name}", str(path), start)
+        with self._admin:
+            self.remove_worktree(name)
+            self.trees.mkdir(parents=True, exist_ok=True)
+            git(self.repo, "worktree", "add", "-q", "-f", "-B", f"round/{name}", str(path), start)
         return path
 
     def remove_worktree(self, name: str) -> None:
         path = self.trees / name
-        if path.exists():
-            git(self.repo, "worktree", "remove", "--force", str(path), check=False)
-            shutil.rmtree(path, ignore_errors=True)
-        git(self.repo, "worktree", "prune")
+        with self._admin:
+            if path.exists():
+                git(self.repo, "worktree", "remove", "--force", str(path), check=False)
+                shutil.rmtree(path, ignore_errors=True)
+            git(self.repo, "worktree", "prune")
 
     def reset(self, path: Path, sha: str) -> None:
         """Put a worktree back to exactly ``sha``: tracked edits undone, untracked files removed (nested

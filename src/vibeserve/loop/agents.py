@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,11 @@ class AgentFailed(Exception):
     """An agent call ended without a usable reply (timeout, crash, or schema retries used up)."""
 
 
+class Aborted(Exception):
+    """The run is being interrupted: what a call or gate in flight returns now is not recorded, so resume
+    runs it again rather than taking a killed process for the agent's answer."""
+
+
 class AgentRunner:
     """Runs agent calls for the loop; a call already recorded in the store is read back, never re-run."""
 
@@ -38,11 +44,15 @@ class AgentRunner:
         schema_retries: int,
         on_call: Callable[[str, Role, AgentResult], None] | None = None,
         say: Callable[[str], None] | None = None,
+        abort: threading.Event | None = None,
+        dispatch: Callable[[Harness, AgentCall], AgentResult] | None = None,
     ):
         self.store, self.harnesses, self.models, self.policy = store, harnesses, models, policy
         self.timeout_s, self.max_cost_usd, self.schema_retries = timeout_s, max_cost_usd, schema_retries
         self.on_call = on_call
         self.say = say or (lambda s: None)
+        self.abort = abort
+        self.dispatch = dispatch or (lambda harness, call: harness.run(call))  # or on a Ray cluster
 
     def ask(
         self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int,
@@ -106,7 +116,9 @@ class AgentRunner:
             model=self.models.get(role),
             readonly=installed_paths(workdir),
         )
-        result = harness.run(call)
+        result = self.dispatch(harness, call)
+        if self.abort is not None and self.abort.is_set():
+            raise Aborted(f"{key}: the run is being interrupted; this call is not recorded")
         self.store.record_agent_call(key, round_, attempt, role, harness.name, call.model, result)
         if self.on_call:
             self.on_call(key, role, result)

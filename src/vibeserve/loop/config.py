@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeserve.errors import StoreError
 from vibeserve.harness import Harness, make_harness
+from vibeserve.loop.parallel import check_parallel
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.policies import POLICIES, check_policy_options
 from vibeserve.sandbox import Sandbox, SandboxMode
@@ -50,6 +51,8 @@ class RunConfig(BaseModel):
     secret_seed: int | None = None
     sandbox: SandboxMode = SandboxMode.BWRAP  # "none" only when the user asked for it
     skills: list[str] = Field(default_factory=list)  # the user's own skill folders (--skills)
+    parallel: int = Field(default=1, ge=1)  # rounds in flight at once (--parallel; docs/policies.md)
+    ray: str | None = None  # a Ray cluster's address, or "local" (--ray); None: the local pool
 
     @field_validator("policy")
     @classmethod
@@ -81,6 +84,7 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
     """Make ``runs_dir/<id>`` with its store and the target's manifest; the engine does the rest."""
     target = load_target(config.target)
     check_policy_options(config.policy, config.policy_options)
+    check_parallel(config.policy, config.parallel, config.ray)
     build_harnesses(config)  # a missing CLI or unreadable trajectory is an error before the run exists
     Sandbox(config.sandbox).check()  # so is a sandbox that cannot start: it fails closed
     run_dir = runs_dir.resolve() / config.run_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from vibeserve.gates.probes import audits
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.loop.config import RunConfig, build_harnesses
+from vibeserve.loop.parallel import ParallelRounds
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
+from vibeserve.loop.scheduler import GateScheduler
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.policies import make_policy
-from vibeserve.process import group_alive, kill_group
+from vibeserve.process import group_alive, kill_group, stop_children
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunLock
@@ -53,6 +56,8 @@ class Engine:
             raise
 
     def close(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
         self.store.close()
         self.lock.release()
 
@@ -79,14 +84,21 @@ class Engine:
         self.workspace = Workspace(run_dir)
         self.policy = make_policy(self.config.policy, self.store, self.config.policy_options)
         budget = self.target.spec.budget
+        self.abort = threading.Event()  # set on an interrupt: rounds in flight record nothing more
+        self.scheduler = GateScheduler(self.target.spec.hardware.concurrent_checks)
         harnesses, models = build_harnesses(self.config, self.sandbox)
+        self.pool = None
+        if self.config.ray is not None:
+            from vibeserve.loop.ray_pool import RayPool
+
+            self.pool = RayPool(self.config.ray, self.target.spec.hardware.resources(), self.sandbox)
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
             on_call=lambda key, role, r: self.progress(
                 f"  {key}: {r.exit_reason} in {r.wall_s:.1f}s" + (f" ({' '.join(r.error.split())[:300]})"
                                                                   if r.error else "")),
-            say=self.progress,
+            say=self.progress, abort=self.abort, dispatch=self.pool.run_agent if self.pool else None,
         )
 
     # -- checks --------------------------------------------------------------------------------------
@@ -142,6 +154,8 @@ class Engine:
         try:
             return self._run()
         except (KeyboardInterrupt, Terminated) as e:
+            self.abort.set()
+            stop_children()  # agents and gate sessions that rounds in flight started, each a process group
             self.kill_leftovers()
             self.store.update_run(status="interrupted", stop_reason=f"interrupted ({_signal_name(e)})")
             raise
@@ -187,8 +201,18 @@ class Engine:
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
-            skill_dirs=tuple(Path(p) for p in self.config.skills), admit=getattr(self.policy, "admit", None),
+            skill_dirs=tuple(Path(p) for p in self.config.skills), admit=self._admit(n),
+            gate_slot=self.scheduler.slot, abort=self.abort,
+            **({"gate_runner": self.pool.run_gate} if self.pool else {}),
         )
+
+    def _admit(self, n: int) -> Callable[[str], str | None] | None:
+        """The policy's admission check for round ``n``, against the rounds its task was chosen from."""
+        admit = getattr(self.policy, "admit", None)
+        if admit is None:
+            return None
+        upto = n - self.config.parallel
+        return lambda diff: admit(diff, upto_round=upto)
 
     def _baseline(self) -> None:
         """Round 0: the seed deliverable through the same gates; its metric is the line to beat."""
@@ -226,9 +250,8 @@ class Engine:
         self.progress(f"baseline: {self._fmt(metric)}")
 
     def _rounds(self, started: float) -> str:
-        budget = self.target.spec.budget
-        total = self.config.rounds if self.config.rounds is not None else budget.rounds
-        plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
+        if self.config.parallel > 1 or self.pool is not None:
+            return ParallelRounds(self, self.config.parallel).run(started)
         n = max([r["round"] for r in self.store.rounds()] + [0])
         last = self.store.round(n) if n else None
         if last is not None and last["status"] == RoundStatus.RUNNING:
@@ -238,15 +261,24 @@ class Engine:
             # not lose them; they are idempotent, so doing them again after a clean stop changes nothing.
             self._after(RoundResult.model_validate_json(last["result"]))
         while True:
-            if n >= total:
-                return f"round budget reached ({total} rounds)"
-            if time.monotonic() - started > budget.max_wall_h * 3600:
-                return f"wall-clock budget reached ({budget.max_wall_h} h)"
-            if self._plateau(plateau):
-                return f"plateau: no gain in the last {plateau} rounds"
+            if (reason := self._stop_reason(n, started)) is not None:
+                return reason
             n += 1
             self.check_manifest()
             self._round(n)
+
+    def _stop_reason(self, n: int, started: float) -> str | None:
+        """Why no round after round ``n`` may start (round budget, wall clock, plateau), or None."""
+        budget = self.target.spec.budget
+        total = self.config.rounds if self.config.rounds is not None else budget.rounds
+        plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
+        if n >= total:
+            return f"round budget reached ({total} rounds)"
+        if time.monotonic() - started > budget.max_wall_h * 3600:
+            return f"wall-clock budget reached ({budget.max_wall_h} h)"
+        if self._plateau(plateau):
+            return f"plateau: no gain in the last {plateau} rounds"
+        return None
 
     def _plateau(self, window: int) -> bool:
         if window <= 0:

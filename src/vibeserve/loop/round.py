@@ -7,7 +7,9 @@ any point resumes from its last finished step and never repeats an agent call or
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from vibeserve.gates.gain import gain_reason, is_gain
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.jail import CandidateJail
-from vibeserve.loop.agents import AgentFailed, AgentRunner
+from vibeserve.loop.agents import Aborted, AgentFailed, AgentRunner
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.skills.install import install_skills
@@ -50,6 +52,12 @@ class RoundEnv:
     skill_dirs: tuple[Path, ...] = ()  # the user's own skill folders, added to the bundled ones
     # The policy's check of a candidate's diff before any gate: a refusal reason, or None to go on.
     admit: Callable[[str], str | None] | None = None
+    # Parallel runs: the scheduler's slot a gate holds while it runs (GateScheduler.slot), what runs a gate
+    # (run_gate, or one that sends it to a Ray cluster), and the run's interrupt, after which nothing is
+    # recorded (a killed gate or agent must not be journaled as the candidate's failure).
+    gate_slot: Callable[[GateName], AbstractContextManager[Any]] | None = None
+    gate_runner: Callable[..., GateVerdict] = run_gate
+    abort: threading.Event | None = None
 
 
 def first_line(text: str) -> str:
@@ -83,8 +91,14 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
             return run_sandboxed(job, env.sandbox, on_start=on_start, on_stop=env.store.remove_process)
         return run_gate_session(job, on_start=on_start, on_stop=env.store.remove_process)
 
-    verdict = run_gate(env.target, gate, job, session, env.run_seed, attempt, env.logs.parent / "reference-cache",
-                       env.bench_lock)
+    with env.gate_slot(gate) if env.gate_slot else nullcontext() as held:
+        verdict = env.gate_runner(env.target, gate, job, session, env.run_seed, attempt,
+                                  env.logs.parent / "reference-cache", env.bench_lock)
+    if env.abort is not None and env.abort.is_set():
+        raise Aborted(f"round {n} attempt {attempt}: the run is being interrupted; the {gate} gate is not recorded")
+    if held is not None:
+        slot = {"queued_s": round(held.queued_s, 3), "held_from": held.held_from, "held_until": held.held_until}
+        verdict = verdict.model_copy(update={"report": {**verdict.report, "slot": slot}})
     if verdict.target_error:
         # Not journaled as a step: once the target is fixed, a resumed run runs this gate again.
         env.store.record_gate(n, attempt, verdict)

@@ -51,7 +51,8 @@ class Policy(Protocol):
 class Admits(Protocol):
     """An optional policy method: ``run_round`` calls it after the implementer commits, before any gate."""
 
-    def admit(self, diff: str) -> str | None:
+    def admit(self, diff: str, upto_round: int | None = None) -> str | None:
         """Why the candidate with this diff (against its start commit) is refused, or None to run its gates.
-        A refusal fails the attempt at no gate cost, and the reason is the implementer's feedback."""
+        A refusal fails the attempt at no gate cost, and the reason is the implementer's feedback. With
+        ``upto_round``, only what the policy learnt from rounds up to that one may count (parallel runs)."""
         ...

@@ -1,4 +1,4 @@
-"""The evolutionary policy (serial): pick a parent from the archive's cell elites, show inspirations, evolve.
+"""The evolutionary policy: pick a parent from the archive's cell elites, show inspirations, evolve.
 
 Each round starts from a parent drawn from the archive (``selection.py``: softmax over baseline-normalized
 metrics across MAP-Elites cells, with migration), shows the implementer the best and a few random other
@@ -101,9 +101,13 @@ class EvolutionaryPolicy:
                 "status": c.status, "feedback": c.feedback.strip()[:600]}
 
     # -- refusing repeats -----------------------------------------------------------------------------
-    def admit(self, diff: str) -> str | None:
-        """Refuse (with the reason) a diff that repeats an archived candidate's, before any gate runs."""
-        return near_duplicate(changed_lines(diff), self.archive.candidates(), self.options.similarity)
+    def admit(self, diff: str, upto_round: int | None = None) -> str | None:
+        """Refuse (with the reason) a diff that repeats an archived candidate's, before any gate runs.
+
+        With ``upto_round``, only candidates of rounds up to it count: a parallel run compares a round with
+        the archive its task was chosen from, not with whatever rounds beside it happened to finish first."""
+        cands = [c for c in self.archive.candidates() if upto_round is None or c.round <= upto_round]
+        return near_duplicate(changed_lines(diff), cands, self.options.similarity)
 
     # -- learning -------------------------------------------------------------------------------------
     def observe(self, result: RoundResult) -> None:

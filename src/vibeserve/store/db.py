@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,12 +142,31 @@ def seal(manifest: dict[str, str]) -> str:
 
 
 class RunStore:
-    """One run's SQLite database. Every write is its own transaction, so a kill -9 loses at most one step."""
+    """One run's SQLite database. Every write is its own transaction, so a kill -9 loses at most one step.
+
+    Safe to share between threads (a parallel run's rounds): each thread gets its own connection, made on
+    its first use, so one thread's transaction never interleaves with another's; WAL lets them read while
+    one writes, and a writer waits (``busy_timeout``) for another's transaction to end.
+    """
 
     FILE = "run.db"
 
     def __init__(self, run_dir: Path, conn: sqlite3.Connection):
-        self.dir, self.conn = run_dir, conn
+        self.dir = run_dir
+        self._local = threading.local()
+        self._local.conn = conn
+        self._conns = [conn]
+        self._conns_lock = threading.Lock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection to ``run.db``."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(self.dir / self.FILE)
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -209,7 +229,10 @@ class RunStore:
         return conn
 
     def close(self) -> None:
-        self.conn.close()
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

@@ -36,6 +36,24 @@ class Section(BaseModel):
 class Hardware(Section):
     backend: Literal["cpu", "cuda", "rocm", "metal"]
     summary: str = ""
+    # Parallel runs (--parallel): how many accuracy/probe gates may run at once (a benchmark always runs
+    # alone), and what one gate needs from a Ray cluster (--ray), as Ray resources: {GPU = 1}, {CPU = 4}.
+    concurrent_checks: int = Field(default=1, ge=1)
+    gate_resources: dict[str, float] = Field(default_factory=dict)
+
+    def resources(self) -> dict[str, float]:
+        """What one gate asks a Ray cluster for: ``gate_resources``, else a GPU on cuda/rocm, else a CPU."""
+        if self.gate_resources:
+            return dict(self.gate_resources)
+        return {"GPU": 1.0} if self.backend in ("cuda", "rocm") else {"CPU": 1.0}
+
+    @field_validator("gate_resources")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, n in v.items() if not (n > 0 and math.isfinite(n))]
+        if bad:
+            raise ValueError(f"each resource needs a positive amount; fix {', '.join(bad)}")
+        return v
 
 
 class Reference(Section):
