@@ -115,6 +115,23 @@ def test_round_rows_carry_titles_commits_gains_and_reasons(tmp_path: Path) -> No
     assert rows[5].reason == "judge: outputs keyed on prompts"
 
 
+def test_a_round_kept_on_a_later_try_gives_its_judges_reason_not_an_earlier_failure(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    store.update_run(baseline_metric=100.0, baseline_commit=BASE)
+    store.start_round(1)
+    task = Task(start_commit=BASE, brief="cheaper steps", title="Cheaper steps", issue_id=1)
+    store.record_gate(1, 1, GateVerdict(gate=GateName.ACCURACY, passed=False, commit=sha(10),
+                                        reason="10 of 22 cases differ from the reference"))
+    store.record_gate(1, 2, GateVerdict(gate=GateName.ACCURACY, passed=True, commit=sha(1)))
+    result = RoundResult(round=1, task=task, status=RoundStatus.KEPT, candidate=sha(1), attempts=2, metric=130.0,
+                         judge_reasons="only the serving path changed")
+    store.update_round(1, status="kept", task=task.model_dump_json(), start_commit=BASE, candidate=sha(1),
+                       metric=130.0, attempts=2, result=result.model_dump_json(), finished_at=time.time())
+    (row,) = round_rows(store)
+    assert row.reason == "only the serving path changed (earlier: try 1 failed accuracy)"
+    assert "differ from the reference" not in row.reason
+
+
 @pytest.mark.parametrize(
     ("direction", "baseline", "best", "speedup", "gain_r1"),
     [("max", 100.0, 150.0, 1.5, 1.2), ("min", 200.0, 50.0, 4.0, 200.0 / 120.0)],

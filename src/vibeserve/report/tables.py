@@ -220,6 +220,15 @@ def _round_reason(store: RunStore, n: int, result: dict[str, Any]) -> str:
     if result.get("reason"):
         return str(result["reason"])
     failed = [g for g in store.gates(n) if not g["passed"]]
+    if result.get("status") in (RoundStatus.KEPT, RoundStatus.ACCEPTED):
+        # The round's own candidate passed every gate: its reason is the judge's, and a failure of an
+        # earlier try is said as such, never as the round's reason.
+        said = str(result.get("judge_reasons") or "")
+        earlier = [g for g in failed if g["attempt"] < (result.get("attempts") or 0)]
+        if earlier:
+            tries = ", ".join(f"try {g['attempt']} failed {g['gate']}" for g in earlier)
+            said = f"{said} (earlier: {tries})" if said else f"earlier: {tries}"
+        return said
     if failed:
         return f"{failed[-1]['gate']}: {failed[-1]['reason']}"
     return str(result.get("judge_reasons") or "")
