@@ -2,7 +2,7 @@
 # The main job: a full offline run on the bundled CPU example with the scripted harness, ending in a report.
 #
 #   bash scripts/demo.sh              # SmolLM2-135M on this CPU: seed, continuous batching, three attempts
-#                                     # at cheaper steps judged by the gates (about 10 minutes on 2 cores)
+#                                     # at cheaper steps judged by the gates (36 minutes on 2 busy cores)
 #   bash scripts/demo.sh tiny-llama   # the same loop on a random 2-layer model (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
