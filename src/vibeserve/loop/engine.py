@@ -13,6 +13,7 @@ from typing import Any
 
 from vibeserve.errors import BudgetExceeded, DiskFull, StoreError, TargetError, Terminated, VibeserveError
 from vibeserve.gates import improves
+from vibeserve.gates.objectives import decide, medians, rules_of, values_of
 from vibeserve.gates.probes import audits
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
@@ -200,6 +201,7 @@ class Engine:
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
+            best_values=self.best_values(),
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
             skill_dirs=tuple(Path(p) for p in self.config.skills), admit=self._admit(n),
             gate_slot=self.scheduler.slot, abort=self.abort,
@@ -322,11 +324,27 @@ class Engine:
         if result.status == RoundStatus.KEPT and result.candidate:
             run = self.store.run()
             spec = self.target.spec.benchmark
-            if run["best_commit"] != result.candidate and improves(result.metric, run["best_metric"], spec.direction):
+            rules = rules_of(spec.model_dump())
+            bench = next((v for v in reversed(result.verdicts) if v.gate == GateName.BENCHMARK and v.passed), None)
+            better = (improves(result.metric, run["best_metric"], spec.direction) if len(rules) == 1 else
+                      bench is not None and decide(rules, values_of(spec.metric, bench.samples, bench.report),
+                                                   self.best_values())[0])
+            if run["best_commit"] != result.candidate and better:
                 self.workspace.set_best(result.candidate)
                 self.store.update_run(best_commit=result.candidate, best_metric=result.metric)
         self.policy.observe(result)
         self.workspace.remove_worktree(f"r{result.round:03d}")
+
+    def best_values(self) -> dict[str, float] | None:
+        """The best's median on every objective, from its benchmark verdict; None before there is a best."""
+        run, spec = self.store.run(), self.target.spec.benchmark
+        if run["best_metric"] is None:
+            return None
+        found = next((g for g in reversed(self.store.gates()) if g["gate"] == GateName.BENCHMARK and g["passed"]
+                      and g["commit_sha"] == run["best_commit"]), None)
+        values = medians(values_of(spec.metric, json.loads(found["samples"]), json.loads(found["report"]))) \
+            if found is not None else {}
+        return {**values, spec.metric: run["best_metric"]}
 
     # -- what prompts share --------------------------------------------------------------------------
     def prompt_context(self, n: int) -> dict[str, Any]:

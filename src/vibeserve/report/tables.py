@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from vibeserve.errors import StoreError
 from vibeserve.gates.gain import improvement
+from vibeserve.gates.objectives import ObjectiveRule, medians, rules_of, values_of
 from vibeserve.store import RunStore
-from vibeserve.types import Role, RoundStatus
+from vibeserve.types import GateName, Role, RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class BenchmarkInfo:
     metric: str = "metric"
     direction: Direction = "max"
     unit: str = ""
+    # [[benchmark.objectives]]: each further objective's name, direction, band and unit, in declared order.
+    objectives: tuple[ObjectiveRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class RoundRow:
     vs_best: float | None  # improvement factor over the best before this round
     attempts: int
     reason: str  # one line
+    # Each further objective's median over the repeats of the round's passing benchmark (absent: not measured).
+    objectives: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,13 @@ def benchmark_info(store: RunStore) -> BenchmarkInfo:
     if direction not in ("max", "min"):
         raise StoreError(f"{store.dir / store.FILE}: run.config benchmark.direction is {direction!r}; "
                          "expected 'max' or 'min'")
+    try:
+        further = tuple(rules_of(bench)[1:])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise StoreError(f"{store.dir / store.FILE}: run.config benchmark.objectives is malformed; expected a list "
+                         'of {"metric": str, "direction": "max" | "min", "band": number}') from None
     return BenchmarkInfo(metric=str(bench.get("metric") or "metric"), direction=direction,
-                         unit=str(bench.get("unit") or ""))
+                         unit=str(bench.get("unit") or ""), objectives=further)
 
 
 def peers(store: RunStore) -> list[Peer]:
@@ -233,6 +243,7 @@ def round_rows(store: RunStore) -> list[RoundRow]:
     issues = {r["id"]: r["title"] for r in store.conn.execute("SELECT id, title FROM issues")}
     best = baseline
     out = []
+    measured = _objective_medians(store, bench) if bench.objectives else {}
     for r in store.rounds():
         task, result = _loads(r["task"]), _loads(r["result"])
         title = str(task.get("title") or "") or issues.get(task.get("issue_id"), "")
@@ -246,11 +257,21 @@ def round_rows(store: RunStore) -> list[RoundRow]:
             vs_baseline=None if first else speedup(metric, baseline, bench.direction),
             vs_best=None if first else speedup(metric, best, bench.direction),
             attempts=r["attempts"], reason="" if r["status"] == RoundStatus.RUNNING
-            else one_line(_round_reason(store, r["round"], result)),
+            else one_line(_round_reason(store, r["round"], result)), objectives=measured.get(r["round"], {}),
         ))
         if (not first and r["status"] == RoundStatus.KEPT and metric is not None
                 and (best is None or _better(metric, best, bench.direction))):
             best = metric
+    return out
+
+
+def _objective_medians(store: RunStore, bench: BenchmarkInfo) -> dict[int, dict[str, float]]:
+    """Per round, each further objective's median from the round's last passing benchmark gate."""
+    out: dict[int, dict[str, float]] = {}
+    for g in store.gates():
+        if g["gate"] == GateName.BENCHMARK and g["passed"]:
+            values = medians(values_of(bench.metric, [], _loads(g["report"])))
+            out[g["round"]] = {o.metric: values[o.metric] for o in bench.objectives if o.metric in values}
     return out
 
 
