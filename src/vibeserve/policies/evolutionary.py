@@ -42,6 +42,7 @@ class EvolutionaryOptions(BaseModel):
 
 class EvolutionaryPolicy:
     name = "evolutionary"
+    snapshot_tables: tuple[str, ...] = ()  # its state is memory.md and tables no agent call changes
 
     def __init__(self, store: RunStore, options: EvolutionaryOptions | None = None):
         self.store = store

@@ -188,10 +188,10 @@ def peers(store: RunStore) -> list[Peer]:
 
 def role_table(store: RunStore) -> list[RoleRow]:
     """Per-role agent calls, wall time, share of all agent time, mean per call, tokens and cost."""
-    rows = store.conn.execute(
+    rows = store.query(
         "SELECT role, COUNT(*) AS calls, SUM(wall_s) AS wall, SUM(tokens_in) AS tin, SUM(tokens_out) AS tout,"
         " SUM(cost_usd) AS cost FROM agent_calls GROUP BY role"
-    ).fetchall()
+    )
     total = sum(r["wall"] or 0.0 for r in rows)
     order = {str(r): i for i, r in enumerate(ROLE_ORDER)}
     rows = sorted(rows, key=lambda r: (order.get(r["role"], len(order)), r["role"]))
@@ -240,7 +240,7 @@ def round_rows(store: RunStore) -> list[RoundRow]:
     before it (as improvement factors), and its reason in one line."""
     bench = benchmark_info(store)
     baseline = store.run()["baseline_metric"]
-    issues = {r["id"]: r["title"] for r in store.conn.execute("SELECT id, title FROM issues")}
+    issues = {r.id: r.title for r in issue_rows(store)}
     best = baseline
     out = []
     measured = _objective_medians(store, bench) if bench.objectives else {}
@@ -276,11 +276,13 @@ def _objective_medians(store: RunStore, bench: BenchmarkInfo) -> dict[int, dict[
 
 
 def issue_rows(store: RunStore) -> list[IssueRow]:
-    """The issue backlog in creation order (empty for policies without one)."""
+    """The issue backlog in creation order (empty for policies without one: the issue tracker's table)."""
+    if not store.has_table("issues"):
+        return []
     return [
         IssueRow(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"],
                  rounds=[int(x) for x in json.loads(r["rounds"] or "[]")])
-        for r in store.conn.execute("SELECT * FROM issues ORDER BY id")
+        for r in store.query("SELECT id, title, status, priority, rounds FROM issues ORDER BY id")
     ]
 
 
@@ -304,7 +306,7 @@ def run_summary(store: RunStore) -> RunSummary:
                 best, best_commit = r["metric"], r["candidate"]
         if best is None:
             best, best_commit = run["baseline_metric"], run["baseline_commit"]
-    cost = store.conn.execute("SELECT SUM(cost_usd) FROM agent_calls").fetchone()[0]
+    cost = store.query("SELECT SUM(cost_usd) FROM agent_calls")[0][0]
     return RunSummary(
         run_id=run["id"], target=Path(run["target"]).name or run["target"], policy=run["policy"], status=run["status"],
         stop_reason=run["stop_reason"], benchmark=bench, baseline_metric=run["baseline_metric"],
@@ -332,10 +334,10 @@ def notices(s: RunSummary) -> list[str]:
 def _wall_s(store: RunStore, created: float, finished: float | None) -> float:
     """Finished runs: start to finish. Others (live, or killed): start to the last thing recorded."""
     if finished is None:
-        finished = store.conn.execute(
+        finished = store.query(
             "SELECT MAX(t) FROM (SELECT MAX(COALESCE(finished_at, started_at)) AS t FROM rounds"
             " UNION ALL SELECT MAX(finished_at) FROM agent_calls)"
-        ).fetchone()[0]
+        )[0][0]
         if finished is None:
             finished = time.time() if store.run()["status"] == "running" else created
     return max(0.0, finished - created)
