@@ -162,4 +162,14 @@ def test_a_toy_run_keeps_by_dominance_with_bands(tmp_path: Path) -> None:
     summary = (runs / "two" / "report" / "summary.md").read_text()
     assert "| latency_ms (ms) |" in summary
     row3 = next(line for line in summary.splitlines() if line.startswith("| 3 |"))
-    assert "| 5 |" in row3 or "| 5.000 |" in row3
+    assert "| 5.000 |" in row3
+    status = cli("status", "two", "--runs-dir", str(runs), check=True).stdout
+    assert "latency_ms (ms)" in status and "20.00" in status  # round 2's latency, in its own column
+
+
+def test_validate_names_every_objective(toy: Path) -> None:
+    (toy / "target.toml").write_text((toy / "target.toml").read_text() + LATENCY)
+    out = cli("validate", str(toy))
+    assert out.returncode != 0 and "has no metric 'latency_ms'" in out.stdout + out.stderr
+    (toy / "seed" / "latency.txt").write_text("7.5\n")
+    assert "latency_ms = 7.5 ms" in cli("validate", str(toy), check=True).stdout
