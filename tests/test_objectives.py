@@ -173,3 +173,15 @@ def test_validate_names_every_objective(toy: Path) -> None:
     assert out.returncode != 0 and "has no metric 'latency_ms'" in out.stdout + out.stderr
     (toy / "seed" / "latency.txt").write_text("7.5\n")
     assert "latency_ms = 7.5 ms" in cli("validate", str(toy), check=True).stdout
+
+
+def test_every_prompt_names_the_objectives_and_the_keep_rule(toy: Path) -> None:
+    from vibeserve.roles import render_prompt
+    from vibeserve.types import Role
+
+    (toy / "target.toml").write_text((toy / "target.toml").read_text() + LATENCY)
+    context = {"round": 1, "target": load_target(toy).spec, "instructions": "Serve f(x).", "baseline_metric": 1.0,
+               "best_metric": 1.0, "best_commit": "abc123", "history": []}
+    prompt = render_prompt(Role.ORCHESTRATOR, **context, memory="")
+    assert "Also `latency_ms` (lower is better, ms, noise band 5%)" in prompt
+    assert "worse beyond the band on none (the metric's band is 3%)" in prompt
