@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vibeserve.errors import StoreError
+from vibeserve.policies.board import IssueBoard
 from vibeserve.report import role_table, round_rows, run_summary, trajectory_png, write_report
 from vibeserve.report.formats import fmt_duration, fmt_gain, fmt_metric
 from vibeserve.store import RunStore
@@ -179,6 +180,7 @@ def test_bad_direction_is_a_store_error(tmp_path: Path) -> None:
 def test_write_report_writes_summary_png_and_html(tmp_path: Path) -> None:
     store = new_store(tmp_path, peers=[{"name": "vLLM", "metric": 180.0}])
     populate(store)
+    IssueBoard(store)  # the issue tracker's tables belong to its policy, which makes them
     with store.tx() as c:
         c.execute("INSERT INTO issues (title, status, rounds, updated_at) VALUES (?, 'done', '[1]', 0)",
                   ("Batch decode <script>alert(1)</script>",))

@@ -114,6 +114,7 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
     spec = target.spec.benchmark
     started, t0 = time.time(), time.monotonic()
     samples: list[float] = []
+    further: dict[str, list[float]] = {o.metric: [] for o in spec.objectives}  # [[benchmark.objectives]]
     reports: list[dict[str, Any]] = []
     argv: list[str] = []
 
@@ -122,7 +123,8 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
         spread = (max(samples) - min(samples)) / abs(median) if samples and median else None
         return GateVerdict(
             gate=GateName.BENCHMARK, passed=passed, commit=commit, reason=reason, metric=median if passed else None,
-            samples=samples, spread=spread, report={"runs": reports}, command=argv, started_at=started,
+            samples=samples, spread=spread,
+            report={"runs": reports, **({"objectives": further} if further else {})}, command=argv, started_at=started,
             wall_s=time.monotonic() - t0, detail="" if passed else evidence(done, server),
         )
 
@@ -149,13 +151,16 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
         report, problem = read_report(report_path)
         if report is None:
             return verdict(False, f"benchmark run {name}: {problem}", done)
-        try:
-            value = finite_metric(report, spec.metric)
-        except KeyError:
-            return verdict(False, f"benchmark run {name}: its report has no metric {spec.metric!r} "
-                           f"(keys: {', '.join(sorted(report))[:300]})", done)
-        except ValueError as e:
-            return verdict(False, f"benchmark run {name}: {e}", done)
+        values: dict[str, float] = {}
+        for metric in (spec.metric, *further):
+            try:
+                values[metric] = finite_metric(report, metric)
+            except KeyError:
+                return verdict(False, f"benchmark run {name}: its report has no metric {metric!r} "
+                               f"(keys: {', '.join(sorted(report))[:300]})", done)
+            except ValueError as e:
+                return verdict(False, f"benchmark run {name}: {e}", done)
+        value = values[spec.metric]
         failed = report.get("failed")
         if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
             # A failed or cut-short request counts against the candidate, whatever the metric says.
@@ -165,5 +170,7 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
                            "every request must complete for a measurement to count", done)
         if not warm:
             samples.append(value)
+            for metric in further:
+                further[metric].append(values[metric])
             reports.append(report)
     return verdict(True)

@@ -101,8 +101,9 @@ class AgentRunner:
                 f"${dearest:.2f}"
             )
         # A try killed half-way may have changed policy state; start it again from what the first try saw.
-        if not self.store.restore_policy_state(key):
-            self.store.snapshot_policy_state(key)
+        tables = getattr(self.policy, "snapshot_tables", ())
+        if not self.store.restore_policy_state(key, tables):
+            self.store.snapshot_policy_state(key, tables)
         harness = self.harnesses[role]
         call = AgentCall(
             key=key,

@@ -18,7 +18,7 @@ from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunBusy, describe, owner
 from vibeserve.target.manifest import build_manifest
-from vibeserve.target.spec import load_target
+from vibeserve.target.spec import Target, load_target
 from vibeserve.types import Role
 
 
@@ -98,10 +98,19 @@ def create_run(runs_dir: Path, config: RunConfig) -> Path:
     config = config.model_copy(update={
         "target": str(target.root),
         "secret_seed": config.secret_seed if config.secret_seed is not None else secrets.randbits(62),
-        "benchmark": {k: getattr(target.spec.benchmark, k) for k in ("metric", "direction", "unit")},
+        "benchmark": _benchmark_info(target),
     })
     store = RunStore.create(run_dir)
     store.init_run(config.run_id, str(target.root), config.policy, config.model_dump(mode="json"),
                    build_manifest(target))
     store.close()
     return run_dir
+
+
+def _benchmark_info(target: Target) -> dict[str, Any]:
+    """What reports and policies read about the metric; with further objectives, their rules too."""
+    spec = target.spec.benchmark
+    info: dict[str, Any] = {k: getattr(spec, k) for k in ("metric", "direction", "unit")}
+    if spec.objectives:
+        info.update(min_gain=spec.min_gain, objectives=[o.model_dump() for o in spec.objectives])
+    return info

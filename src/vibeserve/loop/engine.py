@@ -13,6 +13,7 @@ from typing import Any
 
 from vibeserve.errors import BudgetExceeded, DiskFull, StoreError, TargetError, Terminated, VibeserveError
 from vibeserve.gates import improves
+from vibeserve.gates.objectives import decide, medians, rules_of, values_of
 from vibeserve.gates.probes import audits
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
@@ -192,14 +193,14 @@ class Engine:
 
     def _elapsed_before(self) -> float:
         # Wall-clock budget counts the time of earlier sessions of this run too.
-        rounds = self.store.rounds()
-        return sum((r["finished_at"] or time.time()) - r["started_at"] for r in rounds)
+        return sum((r.finished_at or time.time()) - r.started_at for r in self.store.round_records())
 
     def _env(self, n: int) -> RoundEnv:
         return RoundEnv(
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
-            prompt_context=self.prompt_context(n), best_metric=self.store.run()["best_metric"],
+            prompt_context=self.prompt_context(n), best_metric=self.store.run_record().best_metric,
+            best_values=self.best_values(),
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
             skill_dirs=tuple(Path(p) for p in self.config.skills), admit=self._admit(n),
             gate_slot=self.scheduler.slot, abort=self.abort,
@@ -253,13 +254,13 @@ class Engine:
         if self.config.parallel > 1 or self.pool is not None:
             return ParallelRounds(self, self.config.parallel).run(started)
         n = max([r["round"] for r in self.store.rounds()] + [0])
-        last = self.store.round(n) if n else None
-        if last is not None and last["status"] == RoundStatus.RUNNING:
+        last = self.store.round_record(n) if n else None
+        if last is not None and last.status == RoundStatus.RUNNING:
             n -= 1  # the last round was interrupted: do it again from its journal
-        elif last is not None and last["result"]:
+        elif last is not None and last.result is not None:
             # A kill between recording the round and its consequences (best ref, the policy's observe) must
             # not lose them; they are idempotent, so doing them again after a clean stop changes nothing.
-            self._after(RoundResult.model_validate_json(last["result"]))
+            self._after(last.result)
         while True:
             if (reason := self._stop_reason(n, started)) is not None:
                 return reason
@@ -283,12 +284,12 @@ class Engine:
     def _plateau(self, window: int) -> bool:
         if window <= 0:
             return False
-        done = [r for r in self.store.rounds() if r["round"] > 0]
-        return len(done) >= window and all(r["status"] != RoundStatus.KEPT for r in done[-window:])
+        done = [r for r in self.store.round_records() if r.round > 0]
+        return len(done) >= window and all(r.status != RoundStatus.KEPT for r in done[-window:])
 
     def _round(self, n: int) -> None:
-        row = self.store.round(n)
-        if row is None or row["task"] is None:
+        row = self.store.round_record(n)
+        if row is None or row.task is None:
             self.store.start_round(n)
             self.progress(f"round {n}: {self.policy.name} policy picks the task")
             ctx = PolicyCtx(self, n)
@@ -301,10 +302,12 @@ class Engine:
             if task is None:
                 raise StopRun("the policy has nothing left to try")
             self.store.update_round(n, task=task.model_dump_json(), start_commit=task.start_commit)
-        elif row["status"] != RoundStatus.RUNNING:
-            self._after(RoundResult.model_validate_json(row["result"]))  # finished; make sure the rest happened
+        elif row.status != RoundStatus.RUNNING:
+            assert row.result is not None  # a round is recorded finished with its result in one write
+            self._after(row.result)  # finished; make sure the rest happened
             return
-        task = Task.model_validate_json(self.store.round(n)["task"])
+        else:
+            task = row.task
         self.progress(f"round {n}: {task.title or task.brief[:60]}")
         result = run_round(self._env(n), n, task, self.target.spec.budget.retries_per_round)
         self._finish(result)
@@ -320,28 +323,43 @@ class Engine:
     def _after(self, result: RoundResult) -> None:
         """Idempotent consequences of a finished round: move the best ref, tell the policy, drop the worktree."""
         if result.status == RoundStatus.KEPT and result.candidate:
-            run = self.store.run()
+            run = self.store.run_record()
             spec = self.target.spec.benchmark
-            if run["best_commit"] != result.candidate and improves(result.metric, run["best_metric"], spec.direction):
+            rules = rules_of(spec.model_dump())
+            bench = next((v for v in reversed(result.verdicts) if v.gate == GateName.BENCHMARK and v.passed), None)
+            better = (improves(result.metric, run.best_metric, spec.direction) if len(rules) == 1 else
+                      bench is not None and decide(rules, values_of(spec.metric, bench.samples, bench.report),
+                                                   self.best_values())[0])
+            if run.best_commit != result.candidate and better:
                 self.workspace.set_best(result.candidate)
                 self.store.update_run(best_commit=result.candidate, best_metric=result.metric)
         self.policy.observe(result)
         self.workspace.remove_worktree(f"r{result.round:03d}")
 
+    def best_values(self) -> dict[str, float] | None:
+        """The best's median on every objective, from its benchmark verdict; None before there is a best."""
+        run, spec = self.store.run_record(), self.target.spec.benchmark
+        if run.best_metric is None:
+            return None
+        found = next((g for g in reversed(self.store.gate_records()) if g.gate == GateName.BENCHMARK and g.passed
+                      and g.commit == run.best_commit), None)
+        values = medians(values_of(spec.metric, found.samples, found.report)) if found is not None else {}
+        return {**values, spec.metric: run.best_metric}
+
     # -- what prompts share --------------------------------------------------------------------------
     def prompt_context(self, n: int) -> dict[str, Any]:
-        run = self.store.run()
+        run = self.store.run_record()
         history = []
-        for r in self.store.rounds()[-8:]:
-            if r["round"] == 0 or r["status"] == RoundStatus.RUNNING:
+        for r in self.store.round_records()[-8:]:
+            if r.round == 0 or r.status == RoundStatus.RUNNING:
                 continue
-            res = json.loads(r["result"]) if r["result"] else {}
-            history.append({"round": r["round"], "status": r["status"], "metric": r["metric"],
-                            "title": res.get("task", {}).get("title", ""), "reason": res.get("reason", "")})
+            history.append({"round": r.round, "status": r.status, "metric": r.metric,
+                            "title": r.result.task.title if r.result else "",
+                            "reason": r.result.reason if r.result else ""})
         return {
             "round": n, "target": self.target.spec, "instructions": self.target.instructions_text,
-            "baseline_metric": run["baseline_metric"], "best_metric": run["best_metric"],
-            "best_commit": run["best_commit"], "history": history,
+            "baseline_metric": run.baseline_metric, "best_metric": run.best_metric,
+            "best_commit": run.best_commit, "history": history,
         }
 
     @staticmethod
@@ -362,7 +380,7 @@ class PolicyCtx:
         return self.engine.prompt_context(self.round)
 
     def revert(self, commit: str, reason: str) -> None:
-        rounds = {r["candidate"]: r["metric"] for r in self.engine.store.rounds() if r["candidate"]}
+        rounds = {r.candidate: r.metric for r in self.engine.store.round_records() if r.candidate}
         self.engine.workspace.set_best(commit)
         self.engine.store.update_run(best_commit=commit, best_metric=rounds.get(commit))
         self.engine.progress(f"reverted the run branch to {commit[:10]}: {reason}")

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from vibeserve.errors import VibeserveError
-from vibeserve.gates.gain import gain_reason, is_gain
+from vibeserve.gates.objectives import ObjectiveRule, decide, rules_of, values_of
 from vibeserve.loop.agents import AgentFailed
 from vibeserve.loop.round import run_round
 from vibeserve.types import GateName, RoundResult, RoundStatus, Task
@@ -49,18 +49,15 @@ def check_parallel(policy: str, parallel: int, ray: str | None) -> None:
         raise VibeserveError("--ray needs an address (ray://HOST:10001, HOST:6379, auto) or 'local'")
 
 
-def rejudge(result: RoundResult, best_metric: float | None, direction: str, min_gain: float) -> RoundResult:
+def rejudge(result: RoundResult, best: dict[str, float] | None, rules: list[ObjectiveRule]) -> RoundResult:
     """Kept or accepted, decided against the best at commit time (the round may have been told an older one)."""
     if result.status not in (RoundStatus.KEPT, RoundStatus.ACCEPTED):
         return result
     bench = next((v for v in reversed(result.verdicts) if v.gate == GateName.BENCHMARK and v.passed), None)
     if bench is None:
         return result
-    gained = is_gain(bench.samples, best_metric, direction, min_gain)
-    return result.model_copy(update={
-        "status": RoundStatus.KEPT if gained else RoundStatus.ACCEPTED,
-        "reason": "" if gained else gain_reason(bench.samples, best_metric, direction, min_gain),
-    })
+    gained, why = decide(rules, values_of(rules[0].metric, bench.samples, bench.report), best)
+    return result.model_copy(update={"status": RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, "reason": why})
 
 
 class ParallelRounds:
@@ -153,7 +150,7 @@ class ParallelRounds:
         """Wait for round ``n`` and commit it: its row, the policy's observe, the best ref (``Engine._finish``)."""
         result = self._wait(n)
         spec = self.engine.target.spec.benchmark
-        result = rejudge(result, self.store.run()["best_metric"], spec.direction, spec.min_gain)
+        result = rejudge(result, self.engine.best_values(), rules_of(spec.model_dump()))
         self.engine._finish(result)
         del self.futures[n]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from vibeserve.errors import TargetError
 from vibeserve.gates.deterministic import gates_in_order, run_gate
-from vibeserve.gates.gain import gain_reason, is_gain
+from vibeserve.gates.objectives import decide, rules_of, values_of
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.jail import CandidateJail
@@ -58,6 +58,14 @@ class RoundEnv:
     gate_slot: Callable[[GateName], AbstractContextManager[Any]] | None = None
     gate_runner: Callable[..., GateVerdict] = run_gate
     abort: threading.Event | None = None
+    # The best's median on every objective ([[benchmark.objectives]]); None: just ``best_metric``.
+    best_values: dict[str, float] | None = None
+
+    def best(self) -> dict[str, float] | None:
+        """The best's medians that a keep is judged against; None before there is a best."""
+        if self.best_metric is None:
+            return None
+        return {**(self.best_values or {}), self.target.spec.benchmark.metric: self.best_metric}
 
 
 def first_line(text: str) -> str:
@@ -245,12 +253,13 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         except AgentFailed as e:
             analysis = f"(evaluator failed: {e})"  # the candidate stands; only the analysis is missing
         ws.reset(workdir, sha)
-        gained = is_gain(bench.samples, env.best_metric, bspec.direction, bspec.min_gain)
+        gained, why = decide(rules_of(bspec.model_dump()), values_of(bspec.metric, bench.samples, bench.report),
+                             env.best())
         return RoundResult(
             round=n, task=task, status=RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, candidate=sha,
             attempts=attempt, metric=bench.metric, verdicts=verdicts, judge_reasons=judge.reasons,
             analysis=analysis, hints=hints,
-            reason="" if gained else gain_reason(bench.samples, env.best_metric, bspec.direction, bspec.min_gain),
+            reason=why,
         )
     return RoundResult(
         round=n, task=task, status=last_status, candidate=candidate, attempts=retries, verdicts=verdicts,

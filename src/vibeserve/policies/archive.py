@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vibeserve.gates.objectives import medians
 from vibeserve.store import RunStore
 
 TABLES = """
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS evo_candidates (
     feedback TEXT NOT NULL DEFAULT '',
     changed_lines TEXT NOT NULL,     -- JSON: normalized changed lines of the diff against the parent
     at REAL NOT NULL,
+    objectives TEXT NOT NULL DEFAULT '{}',  -- JSON: each further objective's repeats (after `at`: added later)
     PRIMARY KEY (round, attempt)
 );
 CREATE TABLE IF NOT EXISTS evo_techniques (    -- report_techniques calls, keyed by the agent call
@@ -96,6 +98,11 @@ class Candidate(BaseModel):
     summary: str = ""
     feedback: str = ""
     changed_lines: list[str] = Field(default_factory=list)
+    objectives: dict[str, list[float]] = Field(default_factory=dict)  # [[benchmark.objectives]]: their repeats
+
+    def values(self, primary: str) -> dict[str, float]:
+        """Its median on every objective it has a value for; ``primary`` names the ranked metric."""
+        return {**medians(self.objectives), **({primary: self.metric} if self.metric is not None else {})}
 
     @property
     def cell(self) -> str:
@@ -149,16 +156,22 @@ class Archive:
     def __init__(self, store: RunStore):
         self.store = store
         store.ensure_tables(TABLES)
+        columns = {r["name"] for r in store.conn.execute("PRAGMA table_info(evo_candidates)")}
+        if "objectives" not in columns:  # an archive made before objectives: the column is added, empty
+            with store.tx() as conn:
+                conn.execute("ALTER TABLE evo_candidates ADD COLUMN objectives TEXT NOT NULL DEFAULT '{}'")
 
     def put(self, c: Candidate) -> None:
         """Record ``c``; recording the same round and attempt again replaces it."""
         with self.store.tx() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO evo_candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO evo_candidates (round, attempt, commit_sha, parent, inspirations, status, metric,"
+                " samples, spread, verdicts, techniques, cell, title, summary, feedback, changed_lines, at, objectives)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (c.round, c.attempt, c.commit, c.parent, json.dumps(c.inspirations), c.status, c.metric,
                  json.dumps(c.samples), c.spread, json.dumps(c.verdicts),
                  c.techniques.model_dump_json() if c.techniques else None, c.cell, c.title, c.summary, c.feedback,
-                 json.dumps(c.changed_lines), time.time()),
+                 json.dumps(c.changed_lines), time.time(), json.dumps(c.objectives)),
             )
 
     def candidates(self) -> list[Candidate]:
@@ -170,7 +183,7 @@ class Archive:
             samples=json.loads(r["samples"]), spread=r["spread"], verdicts=json.loads(r["verdicts"]),
             techniques=Descriptor.model_validate_json(r["techniques"]) if r["techniques"] else None,
             title=r["title"], summary=r["summary"], feedback=r["feedback"],
-            changed_lines=json.loads(r["changed_lines"]),
+            changed_lines=json.loads(r["changed_lines"]), objectives=json.loads(r["objectives"] or "{}"),
         ) for r in rows]
 
     def by_commit(self, commit: str) -> Candidate | None:

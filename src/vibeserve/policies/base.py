@@ -34,6 +34,9 @@ class PolicyContext(Protocol):
 
 class Policy(Protocol):
     name: str
+    # The policy's own tables (made with RunStore.ensure_tables) whose rows are its state: saved before each
+    # agent call and put back if the call is re-run after a kill. memory.md is always saved with them.
+    snapshot_tables: tuple[str, ...]
 
     def mcp_servers(self, call_key: str, role: Role) -> list[McpServerSpec]:
         """The MCP servers (stdio) an agent in ``role`` gets for the call ``call_key``."""

@@ -1,7 +1,9 @@
 """The issue-tracker policy's state: a backlog of issues, the orchestrator's picks and reverts, and memory.md.
 
-Everything lives in the run store (tables ``issues``, ``picks``, ``reverts``) so that the MCP server the
-agents talk to and the policy in the loop process see one state, and a resume finds it on disk.
+Everything lives in the run store, in tables this policy declares (``TABLES``, made with
+``RunStore.ensure_tables``), so that the MCP server the agents talk to and the policy in the loop process
+see one state, and a resume finds it on disk. ``SNAPSHOT_TABLES`` are saved before each agent call and put
+back if the call is re-run, so a call killed half-way does not file its issues twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from vibeserve.store.db import RunStore
+from vibeserve.store.records import RoundRecord
 from vibeserve.types import RoundStatus
 
 IssueStatus = Literal["open", "in_progress", "done", "failed", "dropped"]
@@ -25,6 +28,35 @@ PICKABLE = ("open", "in_progress")
 START_ROUND_STATUSES = (str(RoundStatus.KEPT), str(RoundStatus.ACCEPTED))
 # Shorter prefixes than git's default abbreviation are too likely to be typos.
 MIN_SHA_PREFIX = 7
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS issues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    hypothesis TEXT NOT NULL DEFAULT '',
+    acceptance TEXT NOT NULL DEFAULT '[]',
+    status TEXT NOT NULL DEFAULT 'open',   -- open | in_progress | done | failed | dropped
+    priority INTEGER NOT NULL DEFAULT 2,
+    notes TEXT NOT NULL DEFAULT '',
+    rounds TEXT NOT NULL DEFAULT '[]',     -- JSON list of round numbers that worked on it
+    created_by TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS picks (                 -- what an orchestrator call chose, keyed by that call
+    call_key TEXT PRIMARY KEY,
+    issue_id INTEGER NOT NULL,
+    start_commit TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reverts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_key TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+)
+"""
+SNAPSHOT_TABLES = ("issues", "picks", "reverts")
 
 Priority = Annotated[int, Field(ge=1, le=3)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True)]
@@ -114,6 +146,7 @@ class IssueBoard:
 
     def __init__(self, store: RunStore):
         self.store = store
+        store.ensure_tables(TABLES)  # a store made before the tables moved here has them already
 
     # -- issues ---------------------------------------------------------------------------------------
     def list_issues(self, status: str | None = None) -> list[Issue]:
@@ -261,8 +294,8 @@ class IssueBoard:
             ))
         for r in self._start_rounds():
             out.append(Candidate(
-                commit=r["candidate"], source="round", round=r["round"], status=r["status"], metric=r["metric"],
-                is_best=r["candidate"] == best, title=self._task_title(r),
+                commit=r.candidate, source="round", round=r.round, status=r.status, metric=r.metric,
+                is_best=r.candidate == best, title=r.task.title if r.task else "",
             ))
         return out
 
@@ -283,13 +316,13 @@ class IssueBoard:
         if by_round:
             n = int(by_round.group(1))
             for r in starts:
-                if int(r["round"]) == n:
-                    return str(r["candidate"])
+                if r.round == n:
+                    return str(r.candidate)
             raise BoardError(
                 f"round {n} has no kept or accepted candidate to start from; use 'best', 'baseline', "
                 "or a round listed by list_candidates"
             )
-        allowed = [run["baseline_commit"], *(r["candidate"] for r in starts)]
+        allowed = [run["baseline_commit"], *(r.candidate for r in starts)]
         allowed = list(dict.fromkeys(a for a in allowed if a))
         if commit in allowed:
             return commit
@@ -316,19 +349,9 @@ class IssueBoard:
         os.replace(tmp, path)
 
     # -- rows -----------------------------------------------------------------------------------------
-    def _start_rounds(self) -> list[sqlite3.Row]:
-        return self.store.conn.execute(
-            f"SELECT * FROM rounds WHERE status IN ({','.join('?' * len(START_ROUND_STATUSES))})"
-            " AND candidate IS NOT NULL ORDER BY round",
-            START_ROUND_STATUSES,
-        ).fetchall()
-
-    @staticmethod
-    def _task_title(row: sqlite3.Row) -> str:
-        try:
-            return str(json.loads(row["task"] or "{}").get("title", ""))
-        except (ValueError, AttributeError):
-            return ""
+    def _start_rounds(self) -> list[RoundRecord]:
+        """Kept and accepted rounds with a candidate, in round order: the sound places to start from."""
+        return [r for r in self.store.round_records() if r.status in START_ROUND_STATUSES and r.candidate]
 
     @staticmethod
     def _issue(row: sqlite3.Row) -> Issue:

@@ -14,10 +14,11 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vibeserve.gates.objectives import rules_of
 from vibeserve.policies.archive import Archive, Candidate, changed_lines, near_duplicate, policy_seed
 from vibeserve.policies.base import PolicyContext
 from vibeserve.policies.evolutionary_mcp import server_spec
-from vibeserve.policies.selection import score, select_inspirations, select_parent
+from vibeserve.policies.selection import frontier, score, select_inspirations, select_parent
 from vibeserve.roles import render_brief
 from vibeserve.store import RunStore
 from vibeserve.types import GateName, McpServerSpec, Role, RoundResult, RoundStatus, Task
@@ -41,6 +42,7 @@ class EvolutionaryOptions(BaseModel):
 
 class EvolutionaryPolicy:
     name = "evolutionary"
+    snapshot_tables: tuple[str, ...] = ()  # its state is memory.md and tables no agent call changes
 
     def __init__(self, store: RunStore, options: EvolutionaryOptions | None = None):
         self.store = store
@@ -49,6 +51,7 @@ class EvolutionaryPolicy:
         self.workspace = Workspace(store.dir)
         config = json.loads(store.run()["config"])
         self.direction = config.get("benchmark", {}).get("direction", "max")
+        self.rules = rules_of(config.get("benchmark", {}))
         self.seed = policy_seed(config.get("secret_seed") or 0, self.name)
 
     def mcp_servers(self, call_key: str, role: Role) -> list[McpServerSpec]:
@@ -64,6 +67,7 @@ class EvolutionaryPolicy:
         bench = [g for g in self.store.gates(0) if g["gate"] == GateName.BENCHMARK and g["passed"]]
         seed = Candidate(round=0, attempt=1, commit=run["baseline_commit"], status="passed",
                          metric=run["baseline_metric"], samples=json.loads(bench[-1]["samples"]) if bench else [],
+                         objectives=json.loads(bench[-1]["report"]).get("objectives", {}) if bench else {},
                          spread=bench[-1]["spread"] if bench else None, title="the seed deliverable",
                          verdicts=[{"gate": g["gate"], "passed": bool(g["passed"]), "reason": g["reason"]}
                                    for g in self.store.gates(0)])
@@ -78,8 +82,9 @@ class EvolutionaryPolicy:
         baseline = self._baseline()
         cands = self.archive.candidates()
         rng = self.rng(ctx.round)
+        front = frozenset(c.commit for c in frontier(cands, self.rules)) if len(self.rules) > 1 else frozenset()
         parent, why = select_parent(cands, baseline.metric, self.direction, self.options.temperature, rng,
-                                    ctx.round, self.options.migrate_every)
+                                    ctx.round, self.options.migrate_every, front)
         inspirations = select_inspirations(cands, parent, rng, self.options.inspirations, baseline.metric,
                                            self.direction)
         self.archive.record_selection(ctx.round, parent.commit, [c.commit for c in inspirations], why)
@@ -142,6 +147,7 @@ class EvolutionaryPolicy:
                 round=result.round, attempt=attempt, commit=sha, parent=parent.commit, inspirations=inspirations,
                 status=status, metric=bench["metric"] if passed and bench else None,
                 samples=json.loads(bench["samples"]) if passed and bench else [],
+                objectives=json.loads(bench["report"]).get("objectives", {}) if passed and bench else {},
                 spread=bench["spread"] if passed and bench else None, verdicts=verdicts,
                 techniques=self.archive.techniques_of(f"r{result.round:03d}/a{attempt}/implementer")
                 or parent.techniques,

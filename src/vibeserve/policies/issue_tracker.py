@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from vibeserve.policies.base import PolicyContext
-from vibeserve.policies.board import IssueBoard
+from vibeserve.policies.board import SNAPSHOT_TABLES, IssueBoard
 from vibeserve.policies.issue_tracker_mcp import tools_for
 from vibeserve.roles import Reply, ReplyInvalid, render_prompt
 from vibeserve.store import RunStore
@@ -14,6 +14,7 @@ from vibeserve.types import McpServerSpec, Role, RoundResult, RoundStatus, Task
 
 class IssueTrackerPolicy:
     name = "issue-tracker"
+    snapshot_tables = SNAPSHOT_TABLES
 
     def __init__(self, store: RunStore):
         self.store = store

@@ -34,6 +34,7 @@ def round_line(result: RoundResult) -> str:
 
 class RalphPolicy:
     name = "ralph"
+    snapshot_tables: tuple[str, ...] = ()  # its state is memory.md and tables no agent call changes
 
     def __init__(self, store: RunStore):
         self.store = store

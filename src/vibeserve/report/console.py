@@ -46,10 +46,12 @@ def print_status(store: RunStore, console: Console) -> None:
             f"at {short_sha(s.best_commit) or MISSING} ({versus(s.speedup, 'the baseline')}; {better} is better)")
     if rounds:
         head = ["round", "status", f"{b.metric}{f' ({b.unit})' if b.unit else ''}", "vs baseline", "vs best before",
+                *(f"{o.metric}{f' ({o.unit})' if o.unit else ''}" for o in b.objectives),
                 "tries", "gates (last try)", "task: reason"]
         cells = [head] + [
-            [str(r.round), r.status, fmt_metric(r.metric), fmt_gain(r.vs_baseline), fmt_gain(r.vs_best), str(r.attempts), details[r.round].gates or MISSING,
-             r.title + (f": {r.reason}" if r.reason else "")]
+            [str(r.round), r.status, fmt_metric(r.metric), fmt_gain(r.vs_baseline), fmt_gain(r.vs_best),
+             *(fmt_metric(r.objectives.get(o.metric)) for o in b.objectives), str(r.attempts),
+             details[r.round].gates or MISSING, r.title + (f": {r.reason}" if r.reason else "")]
             for r in rounds
         ]
         lines = _columns(cells)

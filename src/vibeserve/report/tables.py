@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from vibeserve.errors import StoreError
 from vibeserve.gates.gain import improvement
+from vibeserve.gates.objectives import ObjectiveRule, medians, rules_of, values_of
 from vibeserve.store import RunStore
-from vibeserve.types import Role, RoundStatus
+from vibeserve.types import GateName, Role, RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class BenchmarkInfo:
     metric: str = "metric"
     direction: Direction = "max"
     unit: str = ""
+    # [[benchmark.objectives]]: each further objective's name, direction, band and unit, in declared order.
+    objectives: tuple[ObjectiveRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class RoundRow:
     vs_best: float | None  # improvement factor over the best before this round
     attempts: int
     reason: str  # one line
+    # Each further objective's median over the repeats of the round's passing benchmark (absent: not measured).
+    objectives: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,13 @@ def benchmark_info(store: RunStore) -> BenchmarkInfo:
     if direction not in ("max", "min"):
         raise StoreError(f"{store.dir / store.FILE}: run.config benchmark.direction is {direction!r}; "
                          "expected 'max' or 'min'")
+    try:
+        further = tuple(rules_of(bench)[1:])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise StoreError(f"{store.dir / store.FILE}: run.config benchmark.objectives is malformed; expected a list "
+                         'of {"metric": str, "direction": "max" | "min", "band": number}') from None
     return BenchmarkInfo(metric=str(bench.get("metric") or "metric"), direction=direction,
-                         unit=str(bench.get("unit") or ""))
+                         unit=str(bench.get("unit") or ""), objectives=further)
 
 
 def peers(store: RunStore) -> list[Peer]:
@@ -178,10 +188,10 @@ def peers(store: RunStore) -> list[Peer]:
 
 def role_table(store: RunStore) -> list[RoleRow]:
     """Per-role agent calls, wall time, share of all agent time, mean per call, tokens and cost."""
-    rows = store.conn.execute(
+    rows = store.query(
         "SELECT role, COUNT(*) AS calls, SUM(wall_s) AS wall, SUM(tokens_in) AS tin, SUM(tokens_out) AS tout,"
         " SUM(cost_usd) AS cost FROM agent_calls GROUP BY role"
-    ).fetchall()
+    )
     total = sum(r["wall"] or 0.0 for r in rows)
     order = {str(r): i for i, r in enumerate(ROLE_ORDER)}
     rows = sorted(rows, key=lambda r: (order.get(r["role"], len(order)), r["role"]))
@@ -239,9 +249,10 @@ def round_rows(store: RunStore) -> list[RoundRow]:
     before it (as improvement factors), and its reason in one line."""
     bench = benchmark_info(store)
     baseline = store.run()["baseline_metric"]
-    issues = {r["id"]: r["title"] for r in store.conn.execute("SELECT id, title FROM issues")}
+    issues = {r.id: r.title for r in issue_rows(store)}
     best = baseline
     out = []
+    measured = _objective_medians(store, bench) if bench.objectives else {}
     for r in store.rounds():
         task, result = _loads(r["task"]), _loads(r["result"])
         title = str(task.get("title") or "") or issues.get(task.get("issue_id"), "")
@@ -255,7 +266,7 @@ def round_rows(store: RunStore) -> list[RoundRow]:
             vs_baseline=None if first else speedup(metric, baseline, bench.direction),
             vs_best=None if first else speedup(metric, best, bench.direction),
             attempts=r["attempts"], reason="" if r["status"] == RoundStatus.RUNNING
-            else one_line(_round_reason(store, r["round"], result)),
+            else one_line(_round_reason(store, r["round"], result)), objectives=measured.get(r["round"], {}),
         ))
         if (not first and r["status"] == RoundStatus.KEPT and metric is not None
                 and (best is None or _better(metric, best, bench.direction))):
@@ -263,12 +274,24 @@ def round_rows(store: RunStore) -> list[RoundRow]:
     return out
 
 
+def _objective_medians(store: RunStore, bench: BenchmarkInfo) -> dict[int, dict[str, float]]:
+    """Per round, each further objective's median from the round's last passing benchmark gate."""
+    out: dict[int, dict[str, float]] = {}
+    for g in store.gates():
+        if g["gate"] == GateName.BENCHMARK and g["passed"]:
+            values = medians(values_of(bench.metric, [], _loads(g["report"])))
+            out[g["round"]] = {o.metric: values[o.metric] for o in bench.objectives if o.metric in values}
+    return out
+
+
 def issue_rows(store: RunStore) -> list[IssueRow]:
-    """The issue backlog in creation order (empty for policies without one)."""
+    """The issue backlog in creation order (empty for policies without one: the issue tracker's table)."""
+    if not store.has_table("issues"):
+        return []
     return [
         IssueRow(id=r["id"], title=r["title"], status=r["status"], priority=r["priority"],
                  rounds=[int(x) for x in json.loads(r["rounds"] or "[]")])
-        for r in store.conn.execute("SELECT * FROM issues ORDER BY id")
+        for r in store.query("SELECT id, title, status, priority, rounds FROM issues ORDER BY id")
     ]
 
 
@@ -292,7 +315,7 @@ def run_summary(store: RunStore) -> RunSummary:
                 best, best_commit = r["metric"], r["candidate"]
         if best is None:
             best, best_commit = run["baseline_metric"], run["baseline_commit"]
-    cost = store.conn.execute("SELECT SUM(cost_usd) FROM agent_calls").fetchone()[0]
+    cost = store.query("SELECT SUM(cost_usd) FROM agent_calls")[0][0]
     return RunSummary(
         run_id=run["id"], target=Path(run["target"]).name or run["target"], policy=run["policy"], status=run["status"],
         stop_reason=run["stop_reason"], benchmark=bench, baseline_metric=run["baseline_metric"],
@@ -320,10 +343,10 @@ def notices(s: RunSummary) -> list[str]:
 def _wall_s(store: RunStore, created: float, finished: float | None) -> float:
     """Finished runs: start to finish. Others (live, or killed): start to the last thing recorded."""
     if finished is None:
-        finished = store.conn.execute(
+        finished = store.query(
             "SELECT MAX(t) FROM (SELECT MAX(COALESCE(finished_at, started_at)) AS t FROM rounds"
             " UNION ALL SELECT MAX(finished_at) FROM agent_calls)"
-        ).fetchone()[0]
+        )[0][0]
         if finished is None:
             finished = time.time() if store.run()["status"] == "running" else created
     return max(0.0, finished - created)

@@ -1,4 +1,9 @@
-"""The run store: ``runs/<id>/run.db`` (SQLite, WAL) plus transcripts and ``memory.md`` beside it."""
+"""The run store: ``runs/<id>/run.db`` (SQLite, WAL) plus transcripts and ``memory.md`` beside it.
+
+The store's own tables are the run, its rounds, the step journal, agent calls, gates, snapshots and live
+process groups. A policy's state lives in tables the policy declares (``ensure_tables``) and names for the
+snapshots around agent calls (``snapshot_policy_state``); the store knows none of them by name.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from vibeserve.errors import StoreError
+from vibeserve.store import snapshots
+from vibeserve.store.records import GateRecord, RoundRecord, RunRecord
 from vibeserve.types import AgentResult, GateVerdict, Role
 
 SCHEMA_VERSION = 1
@@ -88,31 +95,6 @@ CREATE TABLE gates (
     started_at REAL NOT NULL,
     wall_s REAL NOT NULL
 );
-CREATE TABLE issues (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    title TEXT NOT NULL,
-    hypothesis TEXT NOT NULL DEFAULT '',
-    acceptance TEXT NOT NULL DEFAULT '[]',
-    status TEXT NOT NULL DEFAULT 'open',   -- open | in_progress | done | failed | dropped
-    priority INTEGER NOT NULL DEFAULT 2,
-    notes TEXT NOT NULL DEFAULT '',
-    rounds TEXT NOT NULL DEFAULT '[]',     -- JSON list of round numbers that worked on it
-    created_by TEXT NOT NULL DEFAULT '',
-    updated_at REAL NOT NULL
-);
-CREATE TABLE picks (                 -- what an orchestrator call chose, keyed by that call
-    call_key TEXT PRIMARY KEY,
-    issue_id INTEGER NOT NULL,
-    start_commit TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE reverts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_key TEXT NOT NULL,
-    commit_sha TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
 CREATE TABLE snapshots (             -- policy state before an agent call, restored if the call is re-run
     call_key TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -123,9 +105,6 @@ CREATE TABLE processes (             -- process groups started by gates; resume 
     started_at REAL NOT NULL
 );
 """
-
-# Tables whose rows make up the policy's state; snapshotted around agent calls.
-POLICY_TABLES = ("issues", "picks", "reverts")
 
 
 def _json(v: Any) -> str:
@@ -384,39 +363,39 @@ class RunStore:
             return self.conn.execute("SELECT * FROM gates ORDER BY id").fetchall()
         return self.conn.execute("SELECT * FROM gates WHERE round = ? ORDER BY id", (round_,)).fetchall()
 
-    # -- policy state snapshots (so a re-run agent call starts from the state the first try saw) ------
-    def snapshot_policy_state(self, call_key: str) -> None:
-        if self.conn.execute("SELECT 1 FROM snapshots WHERE call_key = ?", (call_key,)).fetchone():
-            return
-        state = {t: [dict(r) for r in self.conn.execute(f"SELECT * FROM {t}")] for t in POLICY_TABLES}
-        state["memory"] = self.memory_path.read_text() if self.memory_path.exists() else None
-        # AUTOINCREMENT counters too: a re-run call must hand out the same issue ids as the first try.
-        state["sequence"] = [dict(r) for r in self.conn.execute(
-            f"SELECT name, seq FROM sqlite_sequence WHERE name IN ({', '.join('?' * len(POLICY_TABLES))})",
-            POLICY_TABLES)]
-        with self.tx() as c:
-            c.execute("INSERT INTO snapshots VALUES (?, ?)", (call_key, _json(state)))
+    # -- typed reads (each JSON column parsed once) ----------------------------------------------------
+    def run_record(self) -> RunRecord:
+        return RunRecord.from_row(self.run())
 
-    def restore_policy_state(self, call_key: str) -> bool:
-        row = self.conn.execute("SELECT data FROM snapshots WHERE call_key = ?", (call_key,)).fetchone()
-        if row is None:
-            return False
-        state = json.loads(row["data"])
-        with self.tx() as c:
-            for t in POLICY_TABLES:
-                c.execute(f"DELETE FROM {t}")
-                for r in state[t]:
-                    cols = ", ".join(r)
-                    c.execute(f"INSERT INTO {t} ({cols}) VALUES ({', '.join('?' * len(r))})", tuple(r.values()))
-            c.execute(f"DELETE FROM sqlite_sequence WHERE name IN ({', '.join('?' * len(POLICY_TABLES))})",
-                      POLICY_TABLES)
-            for r in state["sequence"]:
-                c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (r["name"], r["seq"]))
-        if state["memory"] is None:
-            self.memory_path.unlink(missing_ok=True)
-        else:
-            self.memory_path.write_text(state["memory"])
-        return True
+    def round_records(self) -> list[RoundRecord]:
+        return [RoundRecord.from_row(r) for r in self.rounds()]
+
+    def round_record(self, n: int) -> RoundRecord | None:
+        row = self.round(n)
+        return None if row is None else RoundRecord.from_row(row)
+
+    def gate_records(self, round_: int | None = None) -> list[GateRecord]:
+        return [GateRecord.from_row(r) for r in self.gates(round_)]
+
+    def has_table(self, name: str) -> bool:
+        """Does this store hold table ``name`` (a policy's tables exist only in runs of that policy)?"""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
+
+    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        """A read-only query for reports and the dashboard (aggregates, a policy's tables); nothing else."""
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")) or ";" in sql.rstrip().rstrip(";"):
+            raise ValueError(f"RunStore.query takes one SELECT, not {sql[:60]!r}")
+        return self.conn.execute(sql, params).fetchall()
+
+    # -- policy state snapshots (so a re-run agent call starts from the state the first try saw) ------
+    def snapshot_policy_state(self, call_key: str, tables: tuple[str, ...] = ()) -> None:
+        """Save ``memory.md`` and the rows of the policy's ``tables`` before the call ``call_key``, once."""
+        snapshots.take(self, call_key, tables)
+
+    def restore_policy_state(self, call_key: str, tables: tuple[str, ...] = ()) -> bool:
+        """Put back what was saved for ``call_key`` (its ``tables`` and memory.md); False when nothing was."""
+        return snapshots.restore(self, call_key, tables)
 
     # -- process groups started by gates -------------------------------------------------------------
     def add_process(self, pgid: int, what: str) -> None:
@@ -429,3 +408,4 @@ class RunStore:
 
     def processes(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM processes").fetchall()
+

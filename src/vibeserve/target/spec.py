@@ -93,6 +93,22 @@ class Probes(Section):
     kinds: list[Literal["completion", "chat"]] = Field(default_factory=lambda: ["completion", "chat"], min_length=1)
 
 
+class Objective(Section):
+    """A further number read from the same benchmark report, beside the primary ``metric``."""
+
+    metric: str = Field(min_length=1)
+    direction: Literal["max", "min"]
+    band: float = Field(default=0.05, ge=0)  # relative noise band: differences inside it are no gain and no loss
+    unit: str = ""
+
+    @field_validator("band")
+    @classmethod
+    def _finite_band(cls, v: float) -> float:
+        if not math.isfinite(v) or v >= 10:
+            raise ValueError("must be a finite relative band below 10 (0.05 = 5%)")
+        return v
+
+
 class Benchmark(Section):
     command: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=900, gt=0)
@@ -109,6 +125,9 @@ class Benchmark(Section):
     audit_samples: int | None = Field(default=None, ge=0)
     # Other work on the machine (in cores busy outside the gate) above which a measurement is flagged.
     max_background_load: float = Field(default=0.5, ge=0)
+    # Further objectives ([[benchmark.objectives]]): with any, keeping is decided by dominance with noise
+    # bands over all of them, the primary's band being min_gain (docs/targets.md, "The gain rule").
+    objectives: list[Objective] = Field(default_factory=list)
 
 
 class Limits(Section):
@@ -245,6 +264,8 @@ def _schema_problems(data: dict[str, Any], error: ValidationError) -> list[tuple
         if err["type"] == "extra_forbidden":
             parent = TargetSpec
             for part in err["loc"][:-1]:
+                if isinstance(part, int):
+                    continue  # an index into a list of tables: the table's model is already in hand
                 field = parent.model_fields.get(str(part))
                 ann = getattr(field, "annotation", None) if field else None
                 parent = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
@@ -317,10 +338,22 @@ def load_target(root: Path | str) -> Target:
         problems = _schema_problems(data, e)
         raise TargetError(str(file), *problems[0], more=problems[1:]) from None
     target = Target(root, spec)
-    problems = _placeholder_problems(spec) + _path_problems(target)
+    problems = _placeholder_problems(spec) + _objective_problems(spec) + _path_problems(target)
     if problems:
         raise TargetError(str(file), *problems[0], more=problems[1:])
     return target
+
+
+def _objective_problems(spec: TargetSpec) -> list[tuple[str, str]]:
+    """Each objective names its own report field, once, and not the primary metric again."""
+    problems, seen = [], {spec.benchmark.metric}
+    for i, o in enumerate(spec.benchmark.objectives):
+        if o.metric in seen:
+            what = "the primary [benchmark].metric" if o.metric == spec.benchmark.metric else "an earlier objective"
+            problems.append((f"benchmark.objectives.{i}.metric", f"{o.metric!r} is already {what}; each objective "
+                             "needs its own report field"))
+        seen.add(o.metric)
+    return problems
 
 
 def _path_problems(target: Target) -> list[tuple[str, str]]:

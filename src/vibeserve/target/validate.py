@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -209,6 +210,10 @@ def _summary(target: Target, verdict: GateVerdict) -> str:
     spec = target.spec.benchmark
     audit = verdict.report.get("audit") or {}
     said = f"{spec.metric} = {verdict.metric:.4g} {spec.unit}".rstrip()
+    for o in spec.objectives:
+        values = (verdict.report.get("objectives") or {}).get(o.metric) or []
+        if values:
+            said += f", {o.metric} = {statistics.median(values):.4g} {o.unit}".rstrip()
     if audit:
         said += f"; output audit {audit.get('checked')}/{audit.get('of')} answers equal the reference"
     return said

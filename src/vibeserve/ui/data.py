@@ -125,23 +125,19 @@ def verdicts_by_round(store: RunStore) -> dict[int, list[Verdict]]:
     return {n: [v for v in vs if v.attempt == vs[-1].attempt] for n, vs in by.items()}
 
 
-def _table_exists(store: RunStore, name: str) -> bool:
-    return store.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
-
-
 def lineage(store: RunStore) -> tuple[dict[int, str], list[Edge]]:
     """The evolutionary policy's parent per round (short sha) and the edges parent round -> round; empty for
     other policies."""
-    if not _table_exists(store, "evo_selections") or not _table_exists(store, "evo_candidates"):
+    if not store.has_table("evo_selections") or not store.has_table("evo_candidates"):
         return {}, []
     round_of = {}
-    for c in store.conn.execute("SELECT round, commit_sha FROM evo_candidates ORDER BY round, attempt"):
+    for c in store.query("SELECT round, commit_sha FROM evo_candidates ORDER BY round, attempt"):
         round_of.setdefault(c["commit_sha"], c["round"])
     for r in store.rounds():  # a round's final candidate, whichever attempt made it
         if r["candidate"]:
             round_of.setdefault(r["candidate"], r["round"])
     parents, edges = {}, []
-    for s in store.conn.execute("SELECT round, parent FROM evo_selections ORDER BY round"):
+    for s in store.query("SELECT round, parent FROM evo_selections ORDER BY round"):
         parents[s["round"]] = s["parent"]
         if s["parent"] in round_of:
             edges.append(Edge(round_of[s["parent"]], s["round"]))
