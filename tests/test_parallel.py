@@ -18,14 +18,38 @@ BROKEN = SERVER.replace("return x * x + 1", "return x * x")
 STATIC = {"batching": "static", "kv_cache": "none", "precision": "fp32", "decoding": "plain", "kernels": "eager"}
 
 
+# Round 2's implementer waits until its run's store holds round 1's evaluator call and round 3's second
+# implementer call: they can only get there if rounds run side by side (a serial loop would wait here for
+# good, and the command's own deadline fails the test). Waiting on them, not sleeping, keeps the order the
+# same however busy the machine is.
+WAIT_FOR_OTHERS = """
+import pathlib, sqlite3, sys, time
+run = next(p for p in pathlib.Path.cwd().parents if (p / "run.db").exists())
+want = {"r001/a1/evaluator", "r003/a2/implementer"}
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    conn = sqlite3.connect(f"file:{run / 'run.db'}?mode=ro", uri=True)
+    try:
+        if want <= {k for (k,) in conn.execute("SELECT key FROM agent_calls")}:
+            sys.exit(0)
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.close()
+    time.sleep(0.2)
+sys.exit("rounds 1 and 3 never got past their agents while round 2's implementer ran")
+"""
+
+
 def calls(extra: list[dict] | None = None) -> list[dict]:
-    """Five rounds; round 2's implementer is slow, so rounds 1 and 3 finish before it."""
+    """Five rounds; round 2's implementer waits until rounds 1 and 3 are past their agents."""
     return [
         {**implementer("r001/a1/implementer", {"score.txt": "2.0\n"}),
          "mcp": [{"tool": "report_techniques", "arguments": STATIC}]},
         # the same change as round 1 from the same parent: round 2's task was chosen before round 1 was
         # committed, so it is not a repeat of anything in its archive, even though round 1 is in by now
-        {**implementer("r002/a1/implementer", {"score.txt": "2.0\n"}), "sleep_s": 5.0},
+        {**implementer("r002/a1/implementer", {"score.txt": "2.0\n"}),
+         "commands": [["python", "-c", WAIT_FOR_OTHERS]]},
         implementer("r003/a1/implementer", {"server.py": BROKEN, "score.txt": "9.0\n"}),
         implementer("r003/a2/implementer", {"server.py": SERVER, "score.txt": "2.5\n"}),
         # chosen after round 1 was committed: 2.0 again is a repeat (from the seed) or empty (from round 1)
