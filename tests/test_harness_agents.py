@@ -204,8 +204,8 @@ def test_a_missing_cli_is_an_error_before_any_round(tmp_path: Path, name: str) -
 
 def skilled_call(tmp_path: Path, names: tuple[str, ...]) -> AgentCall:
     """An agent call whose worktree (a git repo, as in a run) has ``names`` installed as skills."""
+    from vibeserve.skills.catalog import load_library
     from vibeserve.skills.install import install_skills
-    from vibeserve.skills.library import load_library
 
     work = tmp_path / "work"
     work.mkdir()

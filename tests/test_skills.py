@@ -18,8 +18,8 @@ import pytest
 from conftest import REPO, cli
 from test_loop import PASS, git, implementer, orchestrator
 from vibeserve.skills.agent_tools import run_skill_tool, skill_tools
+from vibeserve.skills.catalog import LAYERS, SkillError, bundled_root, load_library, load_skills
 from vibeserve.skills.install import INSTALL_DIRS, install_skills, installed_paths
-from vibeserve.skills.library import LAYERS, SkillError, bundled_root, load_library, load_skills
 from vibeserve.skills.selection import choose, select_skills
 from vibeserve.target.spec import load_target
 from vibeserve.testing.toy_target import make_toy_target

@@ -154,7 +154,7 @@ def run(
     if trajectory is not None:
         data.setdefault("harness_options", {})["trajectory"] = str(trajectory.resolve())
     if skills:
-        from vibeserve.skills.library import load_library
+        from vibeserve.skills.catalog import load_library
 
         load_library(skills)  # a malformed skill stops here, before the run exists
         data["skills"] = [str(p.resolve()) for p in skills]

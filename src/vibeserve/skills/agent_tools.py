@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
+from vibeserve.skills.catalog import SKILL_FILE, split_front_matter
 from vibeserve.skills.install import INSTALL_DIRS
-from vibeserve.skills.library import SKILL_FILE, split_front_matter
 
 SKILLS_DIR = INSTALL_DIRS[0]  # .agents/skills
 

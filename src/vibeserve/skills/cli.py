@@ -26,7 +26,7 @@ def list_skills(
     skills: SkillDirs = None,
 ) -> None:
     """List every skill: name, layer, what it is for; with --target, what that target would get."""
-    from vibeserve.skills.library import load_library
+    from vibeserve.skills.catalog import load_library
 
     library = load_library(skills or [])
     if target is None:
@@ -60,7 +60,7 @@ def show(
     skills: SkillDirs = None,
 ) -> None:
     """Print skill NAME's SKILL.md (or one of its files) and list its files."""
-    from vibeserve.skills.library import SkillError, load_library
+    from vibeserve.skills.catalog import SkillError, load_library
 
     library = {s.name: s for s in load_library(skills or [])}
     skill = library.get(name)
@@ -86,7 +86,7 @@ def show(
 @app.command()
 def validate(directory: Path) -> None:
     """Check a folder of your own skills the same way the bundled ones are checked."""
-    from vibeserve.skills.library import load_library, load_skills
+    from vibeserve.skills.catalog import load_library, load_skills
 
     own = load_skills(directory, origin=str(directory))
     load_library([directory])  # cross-references against the bundled skills

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from vibeserve.skills.library import Skill
+from vibeserve.skills.catalog import Skill
 
 INSTALL_DIRS = (".agents/skills", ".claude/skills")
 EXCLUDE_PATTERNS = tuple(f"/{d}/" for d in INSTALL_DIRS)

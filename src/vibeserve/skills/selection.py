@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vibeserve.skills.library import ANY, LAYERS, Skill, load_library
+from vibeserve.skills.catalog import ANY, LAYERS, Skill, load_library
 
 if TYPE_CHECKING:
     from vibeserve.target.spec import TargetSpec
