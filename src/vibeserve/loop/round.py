@@ -152,8 +152,11 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         _say(env, f"round {n} attempt {attempt}: implementer")
         cand = store.step(n, attempt, "candidate")
         if cand is None:
-            ws.reset(workdir, base)
-            install_skills(select_skills(env.target.spec, env.skill_dirs), workdir)
+            if store.agent_call(f"{name}/a{attempt}/implementer") is None:
+                ws.reset(workdir, base)
+                install_skills(select_skills(env.target.spec, env.skill_dirs), workdir)
+            # else: a kill came after the implementer's call was recorded and before its commit. The call
+            # is not run again, so its edits are only in the worktree: commit them as they are.
             prompt = render_prompt(
                 Role.IMPLEMENTER, **ctx, task=task, attempt=attempt, feedback=feedback, workdir=workdir,
                 start_command=" ".join(env.target.spec.deliverable.start),
