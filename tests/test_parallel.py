@@ -4,14 +4,13 @@ are committed in order whatever order they finish in, and a benchmark gate never
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import cli
-from test_loop import EVAL, PASS, implementer
+from test_loop import EVAL, PASS, implementer, rows
 from vibeserve.target.scaffold import SERVER
 
 BROKEN = SERVER.replace("return x * x + 1", "return x * x")
@@ -60,14 +59,6 @@ def calls(extra: list[dict] | None = None) -> list[dict]:
         {"key": "r*/a*/judge", "reply": PASS},
         {"key": "r*/a*/evaluator", "reply": EVAL},
     ]
-
-
-def rows(run_dir: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(run_dir / "run.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def tree(run_dir: Path, sha: str | None) -> str | None:
