@@ -17,7 +17,7 @@ import pytest
 
 from conftest import cli
 from test_loop import EVAL, PASS, implementer, orchestrator, rows
-from test_sandbox import no_leftovers
+from test_sandbox import leftovers, no_leftovers
 
 FAST = [{"key": "r*/a*/judge", "reply": PASS}, {"key": "r*/a*/evaluator", "reply": EVAL}]
 
@@ -209,3 +209,58 @@ def test_a_full_disk_is_one_line_and_a_non_zero_exit(toy: Path, trajectory, tmp_
         assert len(out.stderr.strip().splitlines()) <= 3
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_rounds_in_flight_stop_on_an_interrupt_and_their_agents_are_stopped_after_a_kill(
+        toy: Path, trajectory, tmp_path: Path) -> None:
+    """Two rounds in flight, each with an agent command working: Ctrl-C stops both and records neither; a
+    kill -9 of the run leaves both commands behind, and resume stops them before it goes on."""
+    marker = f"vibeserve-inflight-{uuid.uuid4().hex}"
+
+    def slow(key: str) -> dict:
+        return {"key": key, "commands": [
+            ["python", "-c", f"import time; print('started', flush=True); time.sleep(300)  # {marker}"]],
+            "reply": {"summary": "slow"}}
+
+    traj = trajectory([slow("r001/a1/implementer"), slow("r002/a1/implementer"), *FAST])
+    runs = tmp_path / "runs"
+    logs = [runs / "par" / "transcripts" / f"r00{n}-a1-implementer.logs" / "command-0.stdout" for n in (1, 2)]
+    args = ["--runs-dir", str(runs), "--no-report"]
+
+    def both_working() -> None:
+        for log in logs:
+            wait_for(log, "started")
+            log.unlink()  # the next call of the same key writes it anew
+        what = {w.split(":")[0] for (w,) in rows(runs / "par", "SELECT what FROM processes")}
+        assert what == {"r001/a1/implementer", "r002/a1/implementer"}
+
+    first = start("run", str(toy), "--trajectory", str(traj), "--run-id", "par", "--rounds", "2",
+                  "--policy", "evolutionary", "--parallel", "2", "--sandbox", "none", *args)
+    both_working()
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    assert "interrupted; continue with `vibeserve resume par`" in err and "Traceback" not in err
+    assert no_leftovers(marker) == []
+    assert rows(runs / "par", "SELECT COUNT(*) FROM processes") == [(0,)]
+    assert rows(runs / "par", "SELECT key FROM agent_calls WHERE role = 'implementer'") == []
+
+    second = start("resume", "par", *args)  # the calls were not recorded: both run again
+    both_working()
+    second.kill()
+    second.communicate(timeout=60)
+    assert len(leftovers(marker)) == 2  # nothing of the run is left to stop them ...
+
+    fast = trajectory([implementer(f"r00{n}/a1/implementer", {"score.txt": f"{n + 1}\n"}) for n in (1, 2)]
+                      + FAST, name="fast")
+    conn = sqlite3.connect(runs / "par" / "run.db")
+    with conn:
+        conn.execute("UPDATE run SET config = json_set(config, '$.harness_options.trajectory', ?)", (str(fast),))
+    conn.close()
+    out = cli("resume", "par", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "stopping leftover process group" in out.stderr
+    assert no_leftovers(marker) == []  # ... but resume, before anything else
+    assert rows(runs / "par", "SELECT round, status FROM rounds ORDER BY round") == [
+        (0, "kept"), (1, "kept"), (2, "kept")]
+    assert rows(runs / "par", "SELECT COUNT(*) FROM processes") == [(0,)]

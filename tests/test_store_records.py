@@ -94,3 +94,22 @@ def test_query_reads_and_nothing_else(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="one SELECT"):
             store.query(sql)
     assert store.has_table("run")
+
+
+def test_the_wall_clock_counts_rounds_in_flight_once_and_not_the_time_between_sessions(tmp_path: Path) -> None:
+    from vibeserve.loop.budget import working_seconds
+
+    store = new_store(tmp_path)
+    for n in (1, 2, 3):
+        store.start_round(n)
+    # rounds 1 and 2 side by side (100-160 and 130-200), then round 3 starts at 300 and is killed after its
+    # last recorded step at 340; the run is resumed a day later
+    store.update_round(1, started_at=100.0, finished_at=160.0, status="kept")
+    store.update_round(2, started_at=130.0, finished_at=200.0, status="rejected")
+    store.update_round(3, started_at=300.0)
+    store.record_step(3, 1, "implementer", {})
+    with store.tx() as c:
+        c.execute("UPDATE steps SET at = 340.0 WHERE round = 3")
+    assert working_seconds(store) == pytest.approx(100.0 + 40.0)
+    store.update_round(3, finished_at=350.0)
+    assert working_seconds(store) == pytest.approx(150.0)

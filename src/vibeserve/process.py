@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
@@ -111,14 +112,48 @@ def read_tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class GroupRecorder:
+    """Who hears of the process groups started in a context: ``on_start(pgid, what)`` once a group exists,
+    ``on_stop(pgid)`` once it is gone. A run records them, so that after a kill -9 of the run the groups
+    it left behind (an agent CLI, a shell command of an agent) are found and stopped by ``resume``."""
+
+    on_start: Callable[[int, str], None]
+    on_stop: Callable[[int], None]
+    what: str
+
+
+_recorder: contextvars.ContextVar[GroupRecorder | None] = contextvars.ContextVar("group_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording(recorder: GroupRecorder):
+    """Every group ``spawn`` starts in this context (this thread, and tasks and threads started with a copy
+    of its context, as ``asyncio`` and ``asyncio.to_thread`` do) is reported to ``recorder``."""
+    token = _recorder.set(recorder)
+    try:
+        yield
+    finally:
+        _recorder.reset(token)
+
+
 class Spawned:
     """A started process group; ``stop()`` ends the whole group."""
 
-    def __init__(self, popen: subprocess.Popen, argv: list[str], stdout_path: Path, stderr_path: Path):
+    def __init__(self, popen: subprocess.Popen, argv: list[str], stdout_path: Path, stderr_path: Path,
+                 recorder: GroupRecorder | None = None):
         self.popen, self.argv = popen, argv
         self.stdout_path, self.stderr_path = stdout_path, stderr_path
         self.pgid = popen.pid  # start_new_session=True makes the child its group's leader
         self.started = time.monotonic()
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.on_start(self.pgid, f"{recorder.what}: {Path(argv[0]).name}")
+
+    def _gone(self) -> None:
+        if self.recorder is not None:
+            self.recorder.on_stop(self.pgid)
+            self.recorder = None
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -131,10 +166,12 @@ class Spawned:
             timed_out = True
         except BaseException:  # an interrupt: nothing this started may outlive it
             kill_group(self.pgid, reap=self.popen.poll)
+            self._gone()
             raise
         # The leader may be gone while children it forked linger; the group goes either way.
         kill_group(self.pgid, reap=self.popen.poll)
         self.popen.wait()
+        self._gone()
         return Completed(
             self.argv,
             None if timed_out else self.popen.returncode,
@@ -148,6 +185,7 @@ class Spawned:
         kill_group(self.pgid, reap=self.popen.poll)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+        self._gone()
 
 
 def spawn(
@@ -182,7 +220,7 @@ def spawn(
         finally:
             if stdin_path:
                 stdin.close()
-    return Spawned(popen, argv, out, err)
+    return Spawned(popen, argv, out, err, _recorder.get())
 
 
 def run(

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from vibeserve import process
 from vibeserve.errors import BudgetExceeded
 from vibeserve.harness import Harness
 from vibeserve.policies.base import Policy
@@ -117,7 +118,11 @@ class AgentRunner:
             model=self.models.get(role),
             readonly=installed_paths(workdir),
         )
-        result = self.dispatch(harness, call)
+        # The groups the call starts (an agent CLI, its commands) are recorded while they live: a run killed
+        # with -9 leaves them behind, and resume stops them before anything starts.
+        recorder = process.GroupRecorder(self.store.add_process, self.store.remove_process, key)
+        with process.recording(recorder):
+            result = self.dispatch(harness, call)
         if self.abort is not None and self.abort.is_set():
             raise Aborted(f"{key}: the run is being interrupted; this call is not recorded")
         self.store.record_agent_call(key, round_, attempt, role, harness.name, call.model, result)

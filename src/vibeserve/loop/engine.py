@@ -17,6 +17,7 @@ from vibeserve.gates.objectives import decide, medians, rules_of, values_of
 from vibeserve.gates.probes import audits
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
+from vibeserve.loop.budget import stop_reason, working_seconds
 from vibeserve.loop.config import RunConfig, build_harnesses
 from vibeserve.loop.parallel import ParallelRounds
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
@@ -162,7 +163,7 @@ class Engine:
             raise
 
     def _run(self) -> str:
-        started = time.monotonic() - (self._elapsed_before())
+        started = time.monotonic() - working_seconds(self.store)  # earlier sessions count
         if not self.sandbox.active:
             confined = ("candidates get their own PID namespace and a read-only view of the run, reference cache "
                         "and target" if self.jail.confined else "candidates are not confined at all here")
@@ -190,10 +191,6 @@ class Engine:
         self.store.update_run(status="finished", stop_reason=reason, finished_at=time.time())
         self.progress(f"run finished: {reason}")
         return reason
-
-    def _elapsed_before(self) -> float:
-        # Wall-clock budget counts the time of earlier sessions of this run too.
-        return sum((r.finished_at or time.time()) - r.started_at for r in self.store.round_records())
 
     def _env(self, n: int) -> RoundEnv:
         return RoundEnv(
@@ -273,19 +270,7 @@ class Engine:
         budget = self.target.spec.budget
         total = self.config.rounds if self.config.rounds is not None else budget.rounds
         plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
-        if n >= total:
-            return f"round budget reached ({total} rounds)"
-        if time.monotonic() - started > budget.max_wall_h * 3600:
-            return f"wall-clock budget reached ({budget.max_wall_h} h)"
-        if self._plateau(plateau):
-            return f"plateau: no gain in the last {plateau} rounds"
-        return None
-
-    def _plateau(self, window: int) -> bool:
-        if window <= 0:
-            return False
-        done = [r for r in self.store.round_records() if r.round > 0]
-        return len(done) >= window and all(r.status != RoundStatus.KEPT for r in done[-window:])
+        return stop_reason(self.store, n, started, total, budget.max_wall_h, plateau)
 
     def _round(self, n: int) -> None:
         row = self.store.round_record(n)

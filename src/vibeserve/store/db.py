@@ -99,7 +99,7 @@ CREATE TABLE snapshots (             -- policy state before an agent call, resto
     call_key TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
-CREATE TABLE processes (             -- process groups started by gates; resume kills any left over
+CREATE TABLE processes (             -- process groups of gates and agent calls; resume kills any left over
     pgid INTEGER PRIMARY KEY,
     what TEXT NOT NULL,
     started_at REAL NOT NULL
@@ -397,7 +397,7 @@ class RunStore:
         """Put back what was saved for ``call_key`` (its ``tables`` and memory.md); False when nothing was."""
         return snapshots.restore(self, call_key, tables)
 
-    # -- process groups started by gates -------------------------------------------------------------
+    # -- process groups of gates and agent calls -------------------------------------------------------
     def add_process(self, pgid: int, what: str) -> None:
         with self.tx() as c:
             c.execute("INSERT OR REPLACE INTO processes VALUES (?,?,?)", (pgid, what, time.time()))
