@@ -165,6 +165,9 @@ def test_a_toy_run_keeps_by_dominance_with_bands(tmp_path: Path) -> None:
     assert "| 5.000 |" in row3
     status = cli("status", "two", "--runs-dir", str(runs), check=True).stdout
     assert "latency_ms (ms)" in status and "20.00" in status  # round 2's latency, in its own column
+    # the evaluator sees every objective's repeats beside the best's, not the primary metric alone
+    evaluator = (runs / "two" / "transcripts" / "r003-a1-evaluator.jsonl").read_text()
+    assert "latency_ms (lower is better, band 5%): samples [5.0, 5.0] ms; best before this round: 10.0" in evaluator
 
 
 def test_validate_names_every_objective(toy: Path) -> None:

@@ -244,9 +244,14 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
 
         _say(env, f"round {n} attempt {attempt}: evaluator")
         bspec = env.target.spec.benchmark
+        rules, values = rules_of(bspec.model_dump()), values_of(bspec.metric, bench.samples, bench.report)
+        best = env.best() or {}
+        further = [{"metric": r.metric, "direction": r.direction, "band": r.band, "unit": r.unit,
+                    "samples": values.get(r.metric, []), "best": best.get(r.metric)} for r in rules[1:]]
         prompt = render_prompt(
             Role.EVALUATOR, **ctx, task=task, metric=bench.metric, samples=bench.samples, spread=bench.spread,
             best_before=env.best_metric, baseline=ctx["baseline_metric"], repeats=bspec.repeats, workdir=workdir,
+            objectives=further,
         )
         analysis, hints = "", []
         try:
@@ -256,8 +261,7 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         except AgentFailed as e:
             analysis = f"(evaluator failed: {e})"  # the candidate stands; only the analysis is missing
         ws.reset(workdir, sha)
-        gained, why = decide(rules_of(bspec.model_dump()), values_of(bspec.metric, bench.samples, bench.report),
-                             env.best())
+        gained, why = decide(rules, values, env.best())
         return RoundResult(
             round=n, task=task, status=RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, candidate=sha,
             attempts=attempt, metric=bench.metric, verdicts=verdicts, judge_reasons=judge.reasons,
