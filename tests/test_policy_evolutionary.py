@@ -71,6 +71,13 @@ def test_evolutionary_archives_every_candidate_and_refuses_a_repeat_before_the_g
     assert "refused before any gate ran" in prompt
     brief = json.loads(rows(run_dir, "SELECT task FROM rounds WHERE round = 2")[0][0])["brief"]
     assert "round 1 attempt 1" in brief and "A.txt" in brief and "batching=static" in brief
+    # the report shows the archive by cell (best elite first), not an issue backlog the policy does not keep
+    summary = (run_dir / "report" / "summary.md").read_text()
+    cells = summary.split("## Archive cells", 1)[1].split("\n\n")[1].splitlines()[2:]
+    assert cells == ["| unreported | 3 | 2 | round 2 | 3.000 |",
+                     "| batching=static kv_cache=none precision=fp32 decoding=plain kernels=eager | 1 | 1 | round 1 | 0.5000 |"]
+    assert "## Issues" not in summary
+    assert "<h2>Archive cells</h2>" in (run_dir / "report" / "index.html").read_text()
 
 
 def cand(round_: int, metric: float | None, status: str = "passed", cell: dict | None = None) -> Candidate:

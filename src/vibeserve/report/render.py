@@ -22,6 +22,7 @@ from vibeserve.report.formats import (
 from vibeserve.report.plot import trajectory_png
 from vibeserve.report.round_detail import round_details
 from vibeserve.report.tables import (
+    cell_rows,
     issue_rows,
     notices,
     role_table,
@@ -65,6 +66,7 @@ def report_context(store: RunStore, out_dir: Path) -> dict[str, Any]:
         "roles": roles,
         "role_total": role_total(roles),
         "issues": issue_rows(store),
+        "cells": cell_rows(store, summary.benchmark.direction),
         "image": "trajectory.png",
     }
 

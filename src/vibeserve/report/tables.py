@@ -99,6 +99,17 @@ class IssueRow:
 
 
 @dataclass(frozen=True)
+class CellRow:
+    """One MAP-Elites cell of an evolutionary run: what was tried there and its elite."""
+
+    cell: str
+    tried: int
+    passed: int
+    elite_round: int | None
+    elite_metric: float | None
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """The headline facts of a run."""
 
@@ -293,6 +304,21 @@ def issue_rows(store: RunStore) -> list[IssueRow]:
                  rounds=[int(x) for x in json.loads(r["rounds"] or "[]")])
         for r in store.query("SELECT id, title, status, priority, rounds FROM issues ORDER BY id")
     ]
+
+
+def cell_rows(store: RunStore, direction: Direction) -> list[CellRow]:
+    """The evolutionary archive by cell, best elite first (empty for other policies: its table)."""
+    if not store.has_table("evo_candidates"):
+        return []
+    cells: dict[str, list[Any]] = {}
+    for r in store.query("SELECT round, status, metric, cell FROM evo_candidates ORDER BY round, attempt"):
+        tried, passed, elite = cells.setdefault(r["cell"], [0, 0, None])[:3]
+        better = r["metric"] is not None and (elite is None or _better(r["metric"], elite[1], direction))
+        cells[r["cell"]] = [tried + 1, passed + (r["status"] == "passed"),
+                            (r["round"], r["metric"]) if r["status"] == "passed" and better else elite]
+    rows = [CellRow(cell, tried, passed, *(elite or (None, None))) for cell, (tried, passed, elite) in cells.items()]
+    sign = -1 if direction == "max" else 1
+    return sorted(rows, key=lambda c: (c.elite_metric is None, sign * (c.elite_metric or 0.0), c.cell))
 
 
 def _better(a: float, b: float, direction: Direction) -> bool:
