@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ from vibeserve.harness.scripted import ScriptedHarness
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.profiling.profile_mcp import ProfileContext, for_call
+from vibeserve.profiling.runner import ProfileFailed, benchmark_lock
 from vibeserve.profiling.stacks import HTTP, MODEL, TOKENIZER, WAITING, Stacks
 from vibeserve.sandbox import Sandbox
 from vibeserve.target.scaffold import SERVER
@@ -107,6 +109,19 @@ def test_evaluator_profiles_tiny_llama_in_its_sandbox_and_finds_the_model_forwar
     assert (out / "py-spy.argv").read_text().startswith("nsenter ")
 
 
+def test_a_profile_waits_for_the_benchmark_lock_and_gives_up_with_a_clear_error(tmp_path: Path) -> None:
+    lock = tmp_path / ".benchmark.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a benchmark gate of some run is measuring
+        with pytest.raises(ProfileFailed, match="a benchmark held the machine for 0 s .* call profile again later"), \
+                benchmark_lock(lock, 0.3):
+            pass
+        fcntl.flock(held, fcntl.LOCK_UN)
+    # once it is free, the profile holds it, and a benchmark gate would wait
+    with benchmark_lock(lock, 0.3), open(lock) as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def test_a_candidate_that_does_not_start_is_a_tool_error_not_a_hung_call(tmp_path: Path, toy: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(toy / "seed", tree)
@@ -133,13 +148,24 @@ sys.argv = sys.argv[: sys.argv.index("--escape")]
 '''
 
 
+TORCH_HOOK = '''\
+    def do_POST(self):
+        if self.path == "/start_profile":
+            return self.reply({"recording": True})
+        if self.path == "/stop_profile":
+            return self.reply({"traceEvents": [{"name": "aten::mm", "ph": "X", "ts": 0, "dur": 5000}]})
+        self.send_error(404)
+
+'''
+
+
 @needs_bwrap
 def test_a_sandboxed_candidate_under_the_profiler_writes_nothing_outside_its_logs(tmp_path: Path, toy: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(toy / "seed", tree)
     targets = [toy / "escaped", tmp_path / "runs" / "p1" / "escaped", tmp_path / "escaped", tree / "escaped",
                tmp_path / "runs" / "p1" / "logs" / "r001" / "a1" / "profiles" / "escaped"]
-    (tree / "server.py").write_text(ESCAPE + SERVER)
+    (tree / "server.py").write_text(ESCAPE + SERVER.replace("    def do_GET(self):", TORCH_HOOK + "    def do_GET(self):"))
     toml = toy / "target.toml"
     toml.write_text(toml.read_text().replace('start = ["python", "server.py", "--port", "{port}"]',
                                              'start = ["python", "server.py", "--port", "{port}", "--escape", '
@@ -152,6 +178,9 @@ def test_a_sandboxed_candidate_under_the_profiler_writes_nothing_outside_its_log
     assert said.count("REFUSED") + said.count("WROTE") == len(targets), said  # it tried every one
     assert "REFUSED " + str(toy / "escaped") in said and "REFUSED " + str(tree / "escaped") in said
     assert not any(p.exists() for p in targets)  # what it "wrote" under /tmp went to its private /tmp
+    # its opt-in PyTorch profile came back over loopback and is kept with the py-spy profile
+    assert json.loads((out / "torch-trace.json").read_text())["traceEvents"][0]["name"] == "aten::mm"
+    assert "operators by total time:" in res["text"] and "5.0 ms  aten::mm" in res["text"]
     # Everything the profile made is in its folder (and the harness's transcript, the run's context file).
     made = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     allowed = (out, run_dir / "transcripts", run_dir / "logs" / "r001" / "a1" / "profile-context-evaluator.json",

@@ -33,7 +33,7 @@ from vibeserve.process import (
     spawn,
 )
 from vibeserve.profiling.session import GO, HANDSHAKE_S, LOAD_DONE, READY, STOPPED, ProfileJob, SessionResult
-from vibeserve.profiling.stacks import Stacks
+from vibeserve.profiling.stacks import Stacks, torch_ops
 from vibeserve.sandbox import Sandbox
 from vibeserve.target.spec import load_target
 
@@ -266,11 +266,18 @@ def _write_artifacts(out: Path, res: SessionResult, native: bool, rate: int, wal
             "Not a measurement: the profiler slows the candidate; only the benchmark gate's numbers count."]
     if note:
         head.append(note)
-    if res.torch and res.torch != "on":
+    if res.torch and not res.torch.startswith("torch-"):
         head.append(f"PyTorch profiler: {res.torch}.")
     artifacts = [p.name for p in (out / "flamegraph.svg", out / "profile.speedscope.json", raw,
                                   out / "torch-trace.json", out / "torch-profile.txt") if p.is_file()]
-    text = "\n".join([*head, stacks.summary(), f"Files in {out}: {', '.join(artifacts)}"])
+    ops = []
+    if (out / "torch-trace.json").is_file():
+        try:
+            ops = torch_ops(json.loads((out / "torch-trace.json").read_text()))
+        except ValueError:
+            ops = []
+        ops = ["PyTorch profiler (the candidate's own trace), operators by total time:", *ops] if ops else []
+    text = "\n".join([*head, stacks.summary(), *ops, f"Files in {out}: {', '.join(artifacts)}"])
     (out / "summary.txt").write_text(text + "\n")
     (out / "profile.json").write_text(json.dumps({
         "samples": stacks.total, "rate": rate, "native": native, "parts": stacks.parts(), "wall_s": round(wall, 2),

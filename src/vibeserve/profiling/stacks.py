@@ -210,3 +210,13 @@ def _speedscope_frame(frame: str) -> dict:
 
 def share(n: int, total: int) -> str:
     return f"{100 * n / total:.1f}%" if total else "-"
+
+
+def torch_ops(trace: dict, top: int = 8) -> list[str]:
+    """The top operators of a PyTorch profiler Chrome trace by summed duration (complete events, ``ph`` X)."""
+    events = trace.get("traceEvents") if isinstance(trace, dict) else None
+    total: Counter[str] = Counter()
+    for e in events if isinstance(events, list) else []:
+        if isinstance(e, dict) and e.get("ph") == "X" and isinstance(e.get("dur"), (int, float)):
+            total[str(e.get("name", "?"))[:110]] += e["dur"]
+    return [f"  {d / 1000:>9.1f} ms  {name}" for name, d in total.most_common(top)]
