@@ -11,8 +11,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from starlette.testclient import TestClient
 
 from conftest import REPO, cli
 from vibeserve.harness.scripted import ScriptedHarness
@@ -26,6 +28,7 @@ from vibeserve.target.scaffold import SERVER
 from vibeserve.target.spec import load_target
 from vibeserve.testing.toy_target import write_trajectory
 from vibeserve.types import AgentCall, Role
+from vibeserve.ui import RunSource, create_app
 
 TINY = REPO / "examples" / "targets" / "tiny-llama"
 EVAL = {"analysis": "see the profile", "hints": ["profiles/evaluator-1: look at the forward"]}
@@ -216,6 +219,14 @@ def test_a_run_gives_the_implementer_and_evaluator_the_profiler_and_the_report_l
     summary = (runs / "t1" / "report" / "summary.md").read_text()
     assert "profiles (not measurements): [a1/evaluator-1: " in summary
     assert "../logs/r001/a1/profiles/evaluator-1/flamegraph.svg" in summary
+    # the dashboard's round page lists it and draws its flame graph
+    client = TestClient(create_app(RunSource(runs)), base_url="http://127.0.0.1")
+    page = client.get("/runs/t1/rounds/1").text
+    svg = "logs/r001/a1/profiles/evaluator-1/flamegraph.svg"
+    assert "a1/evaluator-1: " in page and f"path={quote(svg)}&amp;raw=1" in page
+    drawn = client.get("/runs/t1/files", params={"path": svg, "raw": "1"})
+    assert drawn.headers["content-type"] == "image/svg+xml" and drawn.text.startswith("<svg")
+    assert "script-src 'self'" in drawn.headers["content-security-policy"]
     # a profile is no gate: the store's gates are the round's own
     gates = sqlite3.connect(runs / "t1" / "run.db").execute("SELECT gate FROM gates WHERE round = 1").fetchall()
     assert [g for (g,) in gates] == ["accuracy", "benchmark"]
