@@ -78,6 +78,13 @@ def test_stacks_are_summarised_by_part_and_written_as_speedscope_and_svg(tmp_pat
     assert "60.0%  Linear.forward (torch/nn/modules/linear.py)" in text  # top by self time
     assert "70.0%  do_POST (server/api.py)" in text  # by total time; thread plumbing left out
     assert "Thread.run" not in text.split("by total time")[1]
+    # A thread blocked at the candidate's own `with self.lock:` is waiting, though py-spy puts it on that line
+    (tmp_path / "tree" / "server").mkdir(parents=True)
+    (tmp_path / "tree" / "server" / "engine.py").write_text("def generate():\n    with self.lock, torch.no_grad():\n")
+    locked = tmp_path / "locked.txt"
+    locked.write_text("do_POST (server/api.py:96);generate (server/engine.py:2) 3\ngenerate (server/engine.py:1) 1\n")
+    assert Stacks.read(locked, tmp_path / "tree").parts()[WAITING] == 3
+    assert Stacks.read(locked).parts()[WAITING] == 0
     stacks.write_speedscope(tmp_path / "p.json", "p")
     doc = json.loads((tmp_path / "p.json").read_text())
     prof = doc["profiles"][0]

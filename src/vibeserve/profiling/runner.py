@@ -33,7 +33,7 @@ from vibeserve.process import (
     spawn,
 )
 from vibeserve.profiling.session import GO, HANDSHAKE_S, LOAD_DONE, READY, STOPPED, ProfileJob, SessionResult
-from vibeserve.profiling.stacks import Stacks, torch_ops
+from vibeserve.profiling.stacks import WAITING, Stacks, torch_ops
 from vibeserve.sandbox import Sandbox
 from vibeserve.target.spec import load_target
 
@@ -188,7 +188,7 @@ def profile_candidate(job: ProfileJob, sandbox: Sandbox | None, bench_lock: Path
         wall = time.monotonic() - t0
     if not res.ok:
         raise ProfileFailed(res.reason + (f"\n{res.detail.strip()}" if res.detail.strip() else ""))
-    return _write_artifacts(out, res, native, rate, wall, note)
+    return _write_artifacts(out, job.workdir, res, native, rate, wall, note)
 
 
 def _start_py_spy(binary: str, pid: int, out: Path, native: bool, rate: int) -> tuple[subprocess.Popen, str]:
@@ -250,12 +250,13 @@ def _pid_in_own_namespace(pid: int) -> int | None:
     return int(line.split()[-1]) if line.split()[1:] else None
 
 
-def _write_artifacts(out: Path, res: SessionResult, native: bool, rate: int, wall: float, note: str) -> Profile:
+def _write_artifacts(out: Path, tree: Path, res: SessionResult, native: bool, rate: int, wall: float,
+                     note: str) -> Profile:
     raw = out / "stacks.txt"
     if not raw.is_file() or (not raw.stat().st_size and "Wrote" not in read_tail(out / "py-spy.log", 4000)):
         raise ProfileFailed(f"py-spy wrote no profile; see {out / 'py-spy.log'}: "
                             f"{read_tail(out / 'py-spy.log', 800).strip()}")
-    stacks = Stacks.read(raw)
+    stacks = Stacks.read(raw, tree)
     stacks.write_speedscope(out / "profile.speedscope.json", out.name)
     stacks.write_flamegraph(out / "flamegraph.svg", f"{out.name}: {stacks.total} samples at {rate} Hz")
     load = (f"{res.load_s:.0f} s of the benchmark's load ({res.runs} run(s) of its command"
@@ -266,6 +267,9 @@ def _write_artifacts(out: Path, res: SessionResult, native: bool, rate: int, wal
             "Not a measurement: the profiler slows the candidate; only the benchmark gate's numbers count."]
     if note:
         head.append(note)
+    if res.cut and stacks.parts()[WAITING] >= 0.9 * stacks.total:
+        head.append("Nearly every sample waited: the benchmark command may have spent the time starting up (loading "
+                    "a tokenizer, say) and sent little; call profile again with more seconds.")
     if res.torch and not res.torch.startswith("torch-"):
         head.append(f"PyTorch profiler: {res.torch}.")
     artifacts = [p.name for p in (out / "flamegraph.svg", out / "profile.speedscope.json", raw,

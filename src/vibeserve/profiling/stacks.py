@@ -84,15 +84,42 @@ def is_meta(frame: str) -> bool:
     return frame.startswith(("process ", "thread ("))
 
 
+_LOCK_LINE = re.compile(r"^\s*(async\s+)?with\b[^#]*\b\w*(lock|mutex|sem(aphore)?)\b|\.acquire\(", re.IGNORECASE)
+
+
+class SourceLines:
+    """Lines of the candidate's own files, to tell a thread blocked at ``with self.lock:`` from one computing
+    on that line: py-spy without native frames shows both as time in the line's function."""
+
+    def __init__(self, tree: Path | None):
+        self.tree, self._files = tree, {}
+
+    def blocks(self, frame: str) -> bool:
+        m = _FRAME.match(frame)
+        if self.tree is None or not m or not m["line"]:
+            return False
+        if m["file"] not in self._files:
+            path = self.tree / m["file"]
+            try:
+                inside = path.resolve().is_relative_to(self.tree.resolve())
+                self._files[m["file"]] = path.read_text(errors="replace").splitlines() if inside else []
+            except OSError:
+                self._files[m["file"]] = []
+        lines, n = self._files[m["file"]], int(m["line"])
+        return 0 < n <= len(lines) and bool(_LOCK_LINE.search(lines[n - 1]))
+
+
 @dataclass
 class Stacks:
     """Collapsed stacks: each distinct stack (root first) with its sample count."""
 
     samples: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    source: SourceLines = field(default_factory=lambda: SourceLines(None))
 
     @classmethod
-    def read(cls, path: Path) -> Stacks:
-        stacks = cls()
+    def read(cls, path: Path, tree: Path | None = None) -> Stacks:
+        """``tree``: the candidate's files, whose lock statements mark a thread as waiting."""
+        stacks = cls(source=SourceLines(tree))
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rstrip().rpartition(" ")
             if stack and count.isdigit():
@@ -124,7 +151,7 @@ class Stacks:
         """Samples per part of the serving system (``PARTS``), each sample counted once."""
         out = dict.fromkeys(PARTS, 0)
         for stack, n in self.samples.items():
-            if stack and _WAIT_LEAF.match(frame_parts(stack[-1])[0]):
+            if stack and (_WAIT_LEAF.match(frame_parts(stack[-1])[0]) or self.source.blocks(stack[-1])):
                 out[WAITING] += n
                 continue
             found = {p for f in stack if (p := part_of(f))}
