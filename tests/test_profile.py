@@ -82,8 +82,9 @@ def test_stacks_are_summarised_by_part_and_written_as_speedscope_and_svg(tmp_pat
     (tmp_path / "tree" / "server").mkdir(parents=True)
     (tmp_path / "tree" / "server" / "engine.py").write_text("def generate():\n    with self.lock, torch.no_grad():\n")
     locked = tmp_path / "locked.txt"
-    locked.write_text("do_POST (server/api.py:96);generate (server/engine.py:2) 3\ngenerate (server/engine.py:1) 1\n")
-    assert Stacks.read(locked, tmp_path / "tree").parts()[WAITING] == 3
+    locked.write_text("do_POST (server/api.py:96);generate (server/engine.py:2) 3\ngenerate (server/engine.py:1) 1\n"
+                      "generate (server/engine.py:2);PyThread_acquire_lock_timed (libpython3.11.so);0x7f01 (libc.so.6) 2\n")
+    assert Stacks.read(locked, tmp_path / "tree").parts()[WAITING] == 5  # with native frames below it too
     assert Stacks.read(locked).parts()[WAITING] == 0
     stacks.write_speedscope(tmp_path / "p.json", "p")
     doc = json.loads((tmp_path / "p.json").read_text())

@@ -151,12 +151,19 @@ class Stacks:
         """Samples per part of the serving system (``PARTS``), each sample counted once."""
         out = dict.fromkeys(PARTS, 0)
         for stack, n in self.samples.items():
-            if stack and (_WAIT_LEAF.match(frame_parts(stack[-1])[0]) or self.source.blocks(stack[-1])):
+            if stack and (_WAIT_LEAF.match(frame_parts(stack[-1])[0]) or self._blocked(stack)):
                 out[WAITING] += n
                 continue
             found = {p for f in stack if (p := part_of(f))}
             out[next((p for p in PARTS if p in found), OTHER)] += n
         return out
+
+    def _blocked(self, stack: tuple[str, ...]) -> bool:
+        """Whether the innermost Python frame is at one of the candidate's lock statements, with nothing of the
+        model below it (with native frames, the lock's own C frames follow it)."""
+        py = [i for i, f in enumerate(stack) if frame_parts(f)[1].endswith(".py")]
+        return bool(py) and self.source.blocks(stack[py[-1]]) and not any(
+            part_of(f) == MODEL for f in stack[py[-1] + 1:])
 
     def summary(self, top: int = 8) -> str:
         """The short text an agent reads: shares per part, then the top frames by self and by total time."""
