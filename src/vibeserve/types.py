@@ -55,6 +55,7 @@ class McpServerSpec(Frozen):
     command: list[str]
     env: dict[str, str] = Field(default_factory=dict)
     tools: list[str] = Field(default_factory=list)  # the tool names it serves, for harnesses that list allowed tools
+    tool_timeout_s: float | None = None  # how long one of its tools may take, where the agent CLI bounds it
 
 
 class AgentCall(Frozen):

@@ -68,6 +68,8 @@ class ClaudeHarness:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": str(self.max_retries),
             "API_TIMEOUT_MS": str(self.api_timeout_ms), "ENABLE_TOOL_SEARCH": "false",
         }
+        if waits := [s.tool_timeout_s for s in call.mcp_servers if s.tool_timeout_s]:
+            extra["MCP_TOOL_TIMEOUT"] = str(int(max(waits) * 1000))  # one bound for all of a call's tools
         started = time.monotonic()
         with Transcript(call, self.name) as log:
             try:

@@ -74,6 +74,8 @@ class CodexHarness:
                      "-c", f"{key}.required=true"]
             if server.env:
                 argv += ["-c", f"{key}.env={_toml(server.env)}"]
+            if server.tool_timeout_s:  # codex gives a tool 60 s by default; a profile takes longer
+                argv += ["-c", f"{key}.tool_timeout_sec={server.tool_timeout_s:g}"]
         return [*argv, call.prompt]
 
     def run(self, call: AgentCall) -> AgentResult:

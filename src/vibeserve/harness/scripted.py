@@ -27,7 +27,7 @@ from vibeserve.errors import HarnessError
 from vibeserve.harness.mcp_client import McpSession, McpStartError, error_message
 from vibeserve.harness.transcript import Transcript
 from vibeserve.sandbox import Sandbox, SandboxMode
-from vibeserve.types import AgentCall, AgentResult, ExitReason
+from vibeserve.types import AgentCall, AgentResult, ExitReason, McpServerSpec
 
 FILE = "trajectory.toml"
 
@@ -280,7 +280,7 @@ class ScriptedHarness:
 
     async def _mcp_session(self, step: Step, call: AgentCall, log: Transcript) -> str:
         try:
-            async with McpSession(call.mcp_servers, call.transcript_path.parent,
+            async with McpSession(_servers_for(step, call.mcp_servers), call.transcript_path.parent,
                                   call.transcript_path.with_suffix(".logs")) as mcp:
                 for entry in step.mcp:
                     log.event("tool_call", name=entry.tool, arguments=entry.arguments, server=mcp.server_of(entry.tool))
@@ -291,3 +291,12 @@ class ScriptedHarness:
         except McpStartError as e:
             return str(e)
         return ""
+
+
+def _servers_for(step: Step, servers: list[McpServerSpec]) -> list[McpServerSpec]:
+    """The servers a step's tool calls need: those that declare one of its tools (or declare none). Every
+    server when a tool is declared by none, so that the error lists all the tools there are."""
+    wanted = {entry.tool for entry in step.mcp}
+    if not wanted <= {t for s in servers for t in s.tools}:
+        return servers
+    return [s for s in servers if not s.tools or wanted & set(s.tools)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vibeserve import process
@@ -15,7 +15,7 @@ from vibeserve.policies.base import Policy
 from vibeserve.roles import Reply, ReplyInvalid, parse_reply, reply_schema
 from vibeserve.skills.install import installed_paths
 from vibeserve.store import RunStore
-from vibeserve.types import AgentCall, AgentResult, ExitReason, Role
+from vibeserve.types import AgentCall, AgentResult, ExitReason, McpServerSpec, Role
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,18 @@ class AgentRunner:
 
     def ask(
         self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int,
-        validate: Validator | None = None,
+        validate: Validator | None = None, tools: Sequence[McpServerSpec] = (),
     ) -> tuple[Reply, str]:
         """One logical call: up to ``1 + schema_retries`` tries, each a separate, journaled agent call.
 
         A try whose reply fails the schema (or ``validate``) is retried with the error appended to the
-        prompt. Returns the parsed reply and the key of the try that produced it.
+        prompt. ``tools``: MCP servers the framework gives this call besides the policy's (the profiler).
+        Returns the parsed reply and the key of the try that produced it.
         """
         feedback = ""
         for n in range(1, self.schema_retries + 2):
             try_key = key if n == 1 else f"{key}/t{n}"
-            result = self._call(role, try_key, prompt + feedback, workdir, round_, attempt)
+            result = self._call(role, try_key, prompt + feedback, workdir, round_, attempt, tools)
             if result.exit_reason not in (ExitReason.OK, ExitReason.SCHEMA):
                 raise AgentFailed(f"{role} call {try_key} ended with {result.exit_reason}: {result.error}")
             try:
@@ -85,7 +86,8 @@ class AgentRunner:
             return reply, try_key
         raise AgentFailed(f"{role} call {key}: no valid reply after {self.schema_retries + 1} tries ({feedback.strip()})")
 
-    def _call(self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int) -> AgentResult:
+    def _call(self, role: Role, key: str, prompt: str, workdir: Path, round_: int, attempt: int,
+              tools: Sequence[McpServerSpec] = ()) -> AgentResult:
         row = self.store.agent_call(key)
         if row is not None:
             return AgentResult(
@@ -112,7 +114,7 @@ class AgentRunner:
             prompt=prompt,
             workdir=workdir,
             reply_schema=reply_schema(role),
-            mcp_servers=self.policy.mcp_servers(key, role),
+            mcp_servers=[*self.policy.mcp_servers(key, role), *tools],
             timeout_s=self.timeout_s,
             transcript_path=self.store.transcripts / (key.replace("/", "-") + ".jsonl"),
             model=self.models.get(role),

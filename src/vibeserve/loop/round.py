@@ -21,13 +21,14 @@ from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.jail import CandidateJail
 from vibeserve.loop.agents import Aborted, AgentFailed, AgentRunner
+from vibeserve.profiling import profile_mcp
 from vibeserve.roles import EvaluatorReply, ImplementerReply, JudgeReply, render_prompt
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.skills.install import install_skills
 from vibeserve.skills.selection import select_skills
 from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
-from vibeserve.types import GateName, GateVerdict, Role, RoundResult, RoundStatus, Task
+from vibeserve.types import GateName, GateVerdict, McpServerSpec, Role, RoundResult, RoundStatus, Task
 from vibeserve.workspace import GitError, Workspace
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class RoundEnv:
         if self.best_metric is None:
             return None
         return {**(self.best_values or {}), self.target.spec.benchmark.metric: self.best_metric}
+
+
+def profiler(env: RoundEnv, n: int, attempt: int, role: Role, workdir: Path) -> list[McpServerSpec]:
+    """The ``profile`` tool for one agent call of this attempt (``vibeserve.profiling``)."""
+    return [profile_mcp.for_call(str(role), env.target.root, workdir, env.logs / f"r{n:03d}" / f"a{attempt}",
+                                 env.bench_lock, env.sandbox, env.jail)]
 
 
 def first_line(text: str) -> str:
@@ -164,7 +171,8 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
                 target_root=env.target.root,
             )
             try:
-                reply, _ = env.agents.ask(Role.IMPLEMENTER, f"{name}/a{attempt}/implementer", prompt, workdir, n, attempt)
+                reply, _ = env.agents.ask(Role.IMPLEMENTER, f"{name}/a{attempt}/implementer", prompt, workdir, n, attempt,
+                                          tools=profiler(env, n, attempt, Role.IMPLEMENTER, workdir))
             except AgentFailed as e:
                 store.record_step(n, attempt, "candidate", {"sha": None, "error": str(e)})
                 feedback, last_status, last_reason = f"Your previous attempt failed: {e}", RoundStatus.FAILED, str(e)
@@ -255,7 +263,8 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         )
         analysis, hints = "", []
         try:
-            ev, _ = env.agents.ask(Role.EVALUATOR, f"{name}/a{attempt}/evaluator", prompt, workdir, n, attempt)
+            ev, _ = env.agents.ask(Role.EVALUATOR, f"{name}/a{attempt}/evaluator", prompt, workdir, n, attempt,
+                                   tools=profiler(env, n, attempt, Role.EVALUATOR, workdir))
             assert isinstance(ev, EvaluatorReply)
             analysis, hints = ev.analysis, ev.hints
         except AgentFailed as e:

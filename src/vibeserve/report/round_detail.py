@@ -1,5 +1,5 @@
 """What each round's gates found, in short: gate results per attempt, the timed repeats, latency percentiles,
-the machine's other load, warnings, the candidate's diffstat and links to its logs and transcripts.
+the machine's other load, warnings, the candidate's diffstat and links to its logs, transcripts and profiles.
 
 Read from the ``gates`` rows of the run store, the run's git repo (``runs/<id>/repo``) and the files under
 ``runs/<id>/logs`` and ``runs/<id>/transcripts``. Pure reads.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vibeserve.gates.gain import fmt
+from vibeserve.profiling.listing import round_profiles
 from vibeserve.report.tables import benchmark_info, one_line
 from vibeserve.store import RunStore
 from vibeserve.workspace import GitError, git
@@ -81,6 +82,7 @@ class RoundDetail:
     diff: DiffStat | None
     logs: list[Link] = field(default_factory=list)
     transcripts: list[Link] = field(default_factory=list)
+    profiles: list[Link] = field(default_factory=list)  # label: "a1/evaluator-1: model forward 62% of ..."
 
     @property
     def gates(self) -> str:
@@ -187,7 +189,8 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
         report = _report(last) if last else {}
         load = report.get("load") if isinstance(report.get("load"), dict) else {}
         warnings = [w for row in rows for w in _warnings(row)]
-        gate_dirs = sorted((p for p in (logs / f"r{n:03d}").glob("a*/*") if p.is_dir()), key=_gate_dir_order)
+        gate_dirs = sorted((p for p in (logs / f"r{n:03d}").glob("a*/*") if p.is_dir() and p.name != "profiles"),
+                           key=_gate_dir_order)
         prefix = f"r{n:03d}-"
         out[n] = RoundDetail(
             round=n,
@@ -201,5 +204,7 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
             logs=[_link(f"{p.parent.name}/{p.name}", p, link_base) for p in gate_dirs],
             transcripts=[_link(p.stem.removeprefix(prefix), p, link_base)
                          for p in sorted(store.transcripts.glob(f"{prefix}*.jsonl"))],
+            profiles=[_link(f"a{p.attempt}/{p.name}: {p.headline}", p.main_file, link_base)
+                      for p in round_profiles(logs, n)],
         )
     return out

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vibeserve.errors import StoreError
+from vibeserve.profiling.listing import round_profiles
 from vibeserve.report.round_detail import RoundDetail, diffstat, round_details
 from vibeserve.report.tables import RoundRow, one_line, round_rows, short_sha
 from vibeserve.store import RunStore
@@ -199,6 +200,7 @@ class RoundPage:
     calls: list[AgentCallRow]
     logs: list[RunFile]
     transcripts: list[RunFile]
+    profiles: list[tuple[str, str]] = field(default_factory=list)  # (label, path inside the run)
 
 
 def _loads(text: str | None) -> dict[str, Any]:
@@ -265,6 +267,8 @@ def round_page(store: RunStore, n: int) -> RoundPage | None:
         view=view, task=_loads(r["task"]), result=_loads(r["result"]), gates=gates, diff=diff, diff_cut=cut,
         calls=calls, logs=_files(store.dir, store.dir / "logs" / f"r{n:03d}", "**/*"),
         transcripts=_files(store.dir, store.transcripts, f"r{n:03d}-*"),
+        profiles=[(f"a{e.attempt}/{e.name}: {e.headline}", e.main_file.relative_to(store.dir).as_posix())
+                  for e in round_profiles(store.dir / "logs", n)],
     )
 
 
