@@ -81,6 +81,7 @@ class RoundDetail:
     diff: DiffStat | None
     logs: list[Link] = field(default_factory=list)
     transcripts: list[Link] = field(default_factory=list)
+    paired: str = ""  # [benchmark].paired: the pairs with the best, their ratio and its interval, in one line
 
     @property
     def gates(self) -> str:
@@ -201,5 +202,19 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
             logs=[_link(f"{p.parent.name}/{p.name}", p, link_base) for p in gate_dirs],
             transcripts=[_link(p.stem.removeprefix(prefix), p, link_base)
                          for p in sorted(store.transcripts.glob(f"{prefix}*.jsonl"))],
+            paired=paired_line(report.get("paired")),
         )
     return out
+
+
+def paired_line(paired: Any) -> str:
+    """A paired benchmark in one line: each pair (candidate/best), the ratio and its interval, or why unpaired."""
+    if not isinstance(paired, dict):
+        return ""
+    best = str(paired.get("best_commit") or "")[:10]
+    if paired.get("error") or "interval" not in paired:
+        return f"paired with {best}: none ({one_line(str(paired.get('error') or 'no interval'))})"
+    pairs = ", ".join(f"{fmt(c)}/{fmt(b)}" for c, b in zip(paired["candidate"], paired["best"], strict=False))
+    lo, hi = paired["interval"]
+    return (f"paired with {best} ({' '.join(paired.get('order') or [])}): {pairs}; candidate/best "
+            f"{fmt(paired['ratio'])}, {paired['confidence']:.0%} interval [{fmt(lo)}, {fmt(hi)}] ({paired['method']})")
