@@ -12,6 +12,9 @@ the machine does. Both are started once and stay warm; the kit's own benchmark c
   (b) for a like-for-like interval, when a Welch t-interval of the ratio of geometric means has its lower
   end above 1.
 
+On a machine too busy for SmolLM2 (a run of 8 requests can take minutes), ``--target
+examples/targets/tiny-llama`` measures the same thing on the tiny random Llama.
+
 Prints one JSON object: per ``n`` both verdicts and intervals, the smallest ``n`` from which on each tells
 the gain (null: not within ``--pairs``), every raw value, and the machine's load while it ran.
 
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -58,10 +62,15 @@ def slowed_seed(seed: Path, dest: Path, slowdown: float) -> Path:
 
 
 def scaled(target: Target, requests: int, output_len: int) -> Target:
-    """The kit's benchmark command with fewer requests and shorter answers."""
+    """The kit's benchmark command with fewer requests and shorter answers (``vibeserve.bench``'s flags, or
+    tiny-llama's ``checks/bench.py``'s)."""
     argv = list(target.spec.benchmark.command)
-    for flag, value in (("--num-requests", requests), ("--output-len", output_len)):
-        argv[argv.index(flag) + 1] = str(value)
+    flags = {"--num-requests": requests, "--output-len": output_len, "--requests": requests, "--max-tokens": output_len}
+    found = [f for f in flags if f in argv]
+    argv += [x for f in ("--requests", "--max-tokens") if f not in found and "checks/bench.py" in argv
+             for x in (f, str(flags[f]))]
+    for flag in found:
+        argv[argv.index(flag) + 1] = str(flags[flag])
     bench = target.spec.benchmark.model_copy(update={"command": argv})
     return Target(target.root, target.spec.model_copy(update={"benchmark": bench}))
 
@@ -87,12 +96,17 @@ def first_from(flags: list[bool], start: int) -> int | None:
     return None
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that both servers are stopped on the way out
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=Path, default=REPO / "examples" / "targets" / "smollm2-chat-cpu")
     parser.add_argument("--pairs", type=int, default=6, help="repeats each way (and pairs) to measure")
-    parser.add_argument("--num-requests", type=int, default=8)
-    parser.add_argument("--output-len", type=int, default=24)
+    parser.add_argument("--num-requests", type=int, default=8, help="requests per benchmark run")
+    parser.add_argument("--output-len", type=int, default=24, help="tokens per answer")
     parser.add_argument("--slowdown", type=float, default=0.04, help="B's extra time per decoding step")
     args = parser.parse_args()
     target = load_target(args.target)

@@ -108,6 +108,14 @@ def test_every_trial_goes_through_the_gates_and_the_best_is_recorded(tmp_path: P
     assert report.returncode == 0
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "stock engine: score=2.0, exact=''" in summary and "accuracy checker failed it" in summary
+    # The dashboard shows it like any run.
+    from starlette.testclient import TestClient
+
+    from vibeserve.ui.app import create_app
+    from vibeserve.ui.data import RunSource
+
+    page = TestClient(create_app(RunSource(runs)), base_url="http://127.0.0.1").get("/runs/b1")
+    assert page.status_code == 200 and "stock engine: score=2.0" in page.text
 
 
 def test_the_budget_stops_it_and_it_does_not_resume(tmp_path: Path) -> None:

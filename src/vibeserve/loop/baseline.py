@@ -150,6 +150,7 @@ class BaselineRun:
                     f"seed run {n + 1} of {of}")
         self.progress(f"round {n}: {task.title}")
         workdir = self.workspace.worktree(f"r{n:03d}", seed)
+        self._begin(n, task, seed)
         self._record(n, task, seed, self._gates(self._env(n, None), n, seed, workdir))
         if n == 0 and self.store.run_record().baseline_metric is None:
             reason = self.store.round_record(0).reason if self.store.round_record(0) else ""  # type: ignore[union-attr]
@@ -167,12 +168,15 @@ class BaselineRun:
         workdir = self.workspace.worktree(f"r{n:03d}", seed)
         (workdir / TRIAL_FILE).write_text(json.dumps({"start": argv, "params": values}, indent=2) + "\n")
         sha = self.workspace.commit(workdir, f"baseline trial {n}: {said}")
+        self._begin(n, task, sha)
         result = self._record(n, task, sha, self._gates(self._env(n, deliverable), n, sha, workdir))
         return result.metric
 
-    def _record(self, n: int, task: Task, sha: str, verdicts: list[GateVerdict]) -> RoundResult:
+    def _begin(self, n: int, task: Task, sha: str) -> None:
         self.store.start_round(n)
         self.store.update_round(n, task=task.model_dump_json(), start_commit=task.start_commit, candidate=sha)
+
+    def _record(self, n: int, task: Task, sha: str, verdicts: list[GateVerdict]) -> RoundResult:
         run, spec, last = self.store.run_record(), self.target.spec.benchmark, verdicts[-1]
         if not last.passed:
             status, reason, metric = RoundStatus.REJECTED, f"{last.gate} gate: {last.reason.splitlines()[0]}", None
