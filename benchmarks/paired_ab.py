@@ -1,7 +1,7 @@
 """How many repeats each way telling a real ~4% gain apart from noise needs: paired vs unpaired, on SmolLM2.
 
-A is the SmolLM2 kit's seed server; B is the same seed slowed by 4% (each decoding step is followed by a
-sleep of 4% of that step's own time), so A is really about 4% faster, and the difference follows whatever
+A is the SmolLM2 kit's seed server; B is the same seed slowed by 4% (each decoding step is followed by
+4% of that step's own CPU time spent spinning), so A is really about 4% faster, and the difference follows whatever
 the machine does. Both are started once and stay warm; the kit's own benchmark command measures them
 (``--num-requests`` and ``--output-len`` scale it down for a busy machine).
 
@@ -48,15 +48,19 @@ STEP = "out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logit
 
 
 def slowed_seed(seed: Path, dest: Path, slowdown: float) -> Path:
-    """A copy of the seed whose every decoding step sleeps ``slowdown`` times its own duration."""
+    """A copy of the seed whose every decoding step then spins for ``slowdown`` times its own CPU time."""
     shutil.copytree(seed, dest, ignore=shutil.ignore_patterns("__pycache__"))
     engine = dest / "server" / "engine.py"
     text = engine.read_text()
     if STEP not in text:
         sys.exit(f"paired_ab: {engine} no longer has the decoding step this script slows down: {STEP}")
     indent = text.split(STEP)[0].rsplit("\n", 1)[1]
-    slowed = (f"_t0 = __import__('time').perf_counter()\n{indent}{STEP}\n{indent}"
-              f"__import__('time').sleep((__import__('time').perf_counter() - _t0) * {slowdown})")
+    # Extra work, not a sleep: on a busy machine a sleeping thread waits for the CPU long after its sleep
+    # ends, which would make the gap far larger than asked. Spinning for ``slowdown`` times the step's own
+    # CPU time is real work that the machine slows down like the rest.
+    clock = "__import__('time').process_time()"
+    slowed = (f"_c0 = {clock}\n{indent}{STEP}\n{indent}_spin = {clock} + ({clock} - _c0) * {slowdown}\n"
+              f"{indent}while {clock} < _spin:\n{indent}    pass")
     engine.write_text(text.replace(STEP, slowed))
     return dest
 
@@ -107,7 +111,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=6, help="repeats each way (and pairs) to measure")
     parser.add_argument("--num-requests", type=int, default=8, help="requests per benchmark run")
     parser.add_argument("--output-len", type=int, default=24, help="tokens per answer")
-    parser.add_argument("--slowdown", type=float, default=0.04, help="B's extra time per decoding step")
+    parser.add_argument("--slowdown", type=float, default=0.04, help="B's extra CPU time per decoding step")
     args = parser.parse_args()
     target = load_target(args.target)
     with tempfile.TemporaryDirectory() as tmp:
