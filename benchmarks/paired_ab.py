@@ -92,6 +92,18 @@ def welch_lower(a: list[float], b: list[float], confidence: float = 0.95) -> flo
     return math.exp(statistics.fmean(la) - statistics.fmean(lb) - t_quantile(0.5 + confidence / 2, max(1, int(df))) * se)
 
 
+def projected(values: dict[str, list[float]], gain: float) -> dict[str, int | None]:
+    """Repeats each way a 95% interval would need to exclude 1 for a true ``gain``, at the noise measured:
+    paired, from the spread of the log ratios; unpaired, from both blocks' spreads (normal approximation)."""
+    if len(values["A"]) < 2 or gain <= 0:
+        return {"paired": None, "unpaired": None}
+    logs = [math.log(a / b) for a, b in zip(values["A"], values["B"], strict=True)]
+    unpaired_var = sum(statistics.variance([math.log(x) for x in values[k]]) for k in ("A_block", "B_block"))
+    need = math.log(1 + gain) / 1.96
+    return {"paired": math.ceil(statistics.variance(logs) / need ** 2),
+            "unpaired": math.ceil(unpaired_var / need ** 2)}
+
+
 def first_from(flags: list[bool], start: int) -> int | None:
     """The smallest n (counting from ``start``) from which on every flag holds."""
     for i in range(len(flags)):
@@ -163,6 +175,7 @@ def main() -> int:
             "unpaired_gain_rule": first_from([r["unpaired_gain_rule_tells"] for r in per_n], 2),
             "unpaired_welch_interval": first_from([r["unpaired_welch_tells"] for r in per_n], 2),
         },
+        "projected_repeats_needed": projected(values, args.slowdown),
         "per_n": per_n,
         "values": {k: [round(x, 3) for x in v] for k, v in values.items()},
         "spread": {k: round((max(v) - min(v)) / statistics.median(v), 4) for k, v in values.items() if v},
