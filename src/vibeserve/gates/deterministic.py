@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from vibeserve.gates.checks import exclusive
@@ -65,8 +66,11 @@ def run_gate(
             job = job.model_copy(update={"probes_file": path})
         else:
             job = job.model_copy(update={"probe_seed": seed % 2**31})
-    with CandidateGroup(job.jail.limits) as limits:
-        job = job.model_copy(update={"jail": job.jail.model_copy(update={"limits": limits})})
+    # A paired benchmark's best gets a control group of its own: each server is held to the limits by itself.
+    pair_group = CandidateGroup(job.jail.limits) if job.pair_workdir is not None else nullcontext(None)
+    with CandidateGroup(job.jail.limits) as limits, pair_group as pair_limits:
+        job = job.model_copy(update={"jail": job.jail.model_copy(update={"limits": limits}),
+                                     "pair_cgroup": pair_limits.cgroup if pair_limits is not None else []})
         if gate is GateName.BENCHMARK:
             with exclusive(bench_lock), LoadMeter() as meter:
                 verdict = session(job)

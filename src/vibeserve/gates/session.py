@@ -17,12 +17,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from vibeserve.gates.checks import accuracy_gate, benchmark_gate, read_report
+from vibeserve.gates.paired import paired_benchmark
 from vibeserve.gates.probes import ask_all
 from vibeserve.gates.server import CandidateServer, ServerNotReady
 from vibeserve.jail import CandidateJail
 from vibeserve.process import CommandNotRunnable, clean_env, last_line, read_tail, run, spawn
 from vibeserve.sandbox import Sandbox, SandboxMode
-from vibeserve.target.spec import Target, load_target
+from vibeserve.target.spec import Deliverable, Target, load_target
 from vibeserve.types import GateName, GateVerdict
 
 
@@ -42,6 +43,14 @@ class GateJob(BaseModel):
     # made after it, so no expected output exists anywhere while the candidate runs).
     probes_file: Path | None = None
     probe_seed: int = 0  # for a target's own probe command ({seed})
+    # A paired benchmark ([benchmark].paired): the current best's tree and commit, started beside the
+    # candidate, and its own control group (each server has its own limits).
+    pair_workdir: Path | None = None
+    pair_commit: str = ""
+    pair_cgroup: list[Path] = []
+    # A control-arm trial (vibeserve baseline): a stock engine's start and ready settings in place of the
+    # target's [deliverable].
+    deliverable: Deliverable | None = None
 
 
 def run_gate_session(
@@ -51,6 +60,8 @@ def run_gate_session(
 ) -> GateVerdict:
     """Never raises for the candidate's faults: a server that does not start is a failed verdict."""
     target = load_target(job.target_root)
+    if job.deliverable is not None:
+        target = Target(target.root, target.spec.model_copy(update={"deliverable": job.deliverable}))
     server = CandidateServer(target, job.workdir, job.log_dir, "server", on_start=on_start, on_stop=on_stop,
                              jail=job.jail)
     try:
@@ -59,12 +70,34 @@ def run_gate_session(
                 return accuracy_gate(target, server, job.commit, job.log_dir)
             if job.gate is GateName.PROBES:
                 return probe_gate(target, server, job)
+            if job.pair_workdir is not None:
+                return _paired(target, server, job, on_start, on_stop)
             return benchmark_gate(target, server, job.commit, job.log_dir)
     except ServerNotReady as e:
         return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), detail=e.detail,
                            command=server.argv)
     except CommandNotRunnable as e:
         return GateVerdict(gate=job.gate, passed=False, commit=job.commit, reason=str(e), command=server.argv)
+
+
+def _paired(target: Target, server: CandidateServer, job: GateJob, on_start: Callable[[int], None] | None,
+            on_stop: Callable[[int], None] | None) -> GateVerdict:
+    """Start the best beside the warm candidate and measure the two alternately; a best that does not start
+    (it passed before: the machine, not the candidate, is at fault) leaves the candidate measured alone."""
+    assert job.pair_workdir is not None
+    limits = job.jail.limits.model_copy(update={"cgroup": job.pair_cgroup})
+    best = CandidateServer(target, job.pair_workdir, job.log_dir / "best", "server", on_start=on_start,
+                           on_stop=on_stop, jail=job.jail.model_copy(update={"limits": limits}))
+    (job.log_dir / "best").mkdir(parents=True, exist_ok=True)
+    try:
+        with best:
+            return paired_benchmark(target, server, best, job.commit, job.pair_commit, job.log_dir)
+    except (ServerNotReady, CommandNotRunnable) as e:
+        verdict = benchmark_gate(target, server, job.commit, job.log_dir)
+        why = f"the best ({job.pair_commit[:10]}) did not start: {e}"
+        return verdict.model_copy(update={
+            "report": {**verdict.report, "paired": {"error": why, "best_commit": job.pair_commit}},
+            "warnings": [*verdict.warnings, f"paired measurement abandoned: {why}"]})
 
 
 def probe_gate(target: Target, server: CandidateServer, job: GateJob) -> GateVerdict:
@@ -98,7 +131,8 @@ def session_timeout(target: Target, gate: GateName) -> float:
     grace = 120.0
     if gate is GateName.BENCHMARK:
         runs = spec.benchmark.warmup + spec.benchmark.repeats
-        return spec.deliverable.ready_timeout_s + runs * spec.benchmark.timeout_s + grace
+        sides = 2 if spec.benchmark.paired else 1  # the best's server and runs too
+        return sides * (spec.deliverable.ready_timeout_s + runs * spec.benchmark.timeout_s) + grace
     step = spec.probes.timeout_s if gate is GateName.PROBES else spec.accuracy.timeout_s
     return spec.deliverable.ready_timeout_s + step + grace
 
@@ -121,8 +155,8 @@ def run_sandboxed(
     verdict_path.unlink(missing_ok=True)
     # -P and a current directory no agent writes: the session imports only the installed vibeserve.
     inner = [sys.executable, "-P", "-m", "vibeserve.gates.session", str(job_path), str(verdict_path)]
-    argv = sandbox.judge_argv(inner, job.log_dir, writable=[job.log_dir, *job.jail.limits.cgroup],
-                              readonly=[job.workdir])
+    argv = sandbox.judge_argv(inner, job.log_dir, writable=[job.log_dir, *job.jail.limits.cgroup, *job.pair_cgroup],
+                              readonly=[job.workdir, *([job.pair_workdir] if job.pair_workdir else [])])
     timeout = session_timeout(target, job.gate)
     try:
         proc = spawn(argv, job.log_dir, job.log_dir, "session", env=clean_env())

@@ -14,6 +14,7 @@ from typing import Any
 from vibeserve.errors import BudgetExceeded, DiskFull, StoreError, TargetError, Terminated, VibeserveError
 from vibeserve.gates import improves
 from vibeserve.gates.objectives import decide, medians, rules_of, values_of
+from vibeserve.gates.paired import has_interval
 from vibeserve.gates.probes import audits
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.agents import AgentFailed, AgentRunner
@@ -197,7 +198,7 @@ class Engine:
             target=self.target, store=self.store, workspace=self.workspace, agents=self.agents,
             logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock",
             prompt_context=self.prompt_context(n), best_metric=self.store.run_record().best_metric,
-            best_values=self.best_values(),
+            best_values=self.best_values(), best_commit=self.store.run_record().best_commit,
             progress=self.progress, run_seed=self.config.secret_seed or 0, sandbox=self.sandbox, jail=self.jail,
             skill_dirs=tuple(Path(p) for p in self.config.skills), admit=self._admit(n),
             gate_slot=self.scheduler.slot, abort=self.abort,
@@ -308,13 +309,15 @@ class Engine:
     def _after(self, result: RoundResult) -> None:
         """Idempotent consequences of a finished round: move the best ref, tell the policy, drop the worktree."""
         if result.status == RoundStatus.KEPT and result.candidate:
-            run = self.store.run_record()
-            spec = self.target.spec.benchmark
+            run, spec = self.store.run_record(), self.target.spec.benchmark
             rules = rules_of(spec.model_dump())
             bench = next((v for v in reversed(result.verdicts) if v.gate == GateName.BENCHMARK and v.passed), None)
-            better = (improves(result.metric, run.best_metric, spec.direction) if len(rules) == 1 else
-                      bench is not None and decide(rules, values_of(spec.metric, bench.samples, bench.report),
-                                                   self.best_values())[0])
+            # A paired keep, judged beside the best itself, moves it even if the best's older median is higher.
+            paired = bench is not None and has_interval(bench.report) and \
+                bench.report["paired"].get("best_commit") == run.best_commit
+            better = paired or (improves(result.metric, run.best_metric, spec.direction) if len(rules) == 1 else
+                                bench is not None and decide(rules, values_of(spec.metric, bench.samples, bench.report),
+                                                             self.best_values())[0])
             if run.best_commit != result.candidate and better:
                 self.workspace.set_best(result.candidate)
                 self.store.update_run(best_commit=result.candidate, best_metric=result.metric)

@@ -17,6 +17,7 @@ from typing import Any
 from vibeserve.errors import TargetError
 from vibeserve.gates.deterministic import gates_in_order, run_gate
 from vibeserve.gates.objectives import decide, rules_of, values_of
+from vibeserve.gates.paired import has_interval, paired_keep
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.gates.static import scan_diff
 from vibeserve.jail import CandidateJail
@@ -27,7 +28,7 @@ from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.skills.install import install_skills
 from vibeserve.skills.selection import select_skills
 from vibeserve.store import RunStore
-from vibeserve.target.spec import Target
+from vibeserve.target.spec import Deliverable, Target
 from vibeserve.types import GateName, GateVerdict, McpServerSpec, Role, RoundResult, RoundStatus, Task
 from vibeserve.workspace import GitError, Workspace
 
@@ -61,6 +62,10 @@ class RoundEnv:
     abort: threading.Event | None = None
     # The best's median on every objective ([[benchmark.objectives]]); None: just ``best_metric``.
     best_values: dict[str, float] | None = None
+    # The best's commit: a paired benchmark ([benchmark].paired) measures the candidate beside it.
+    best_commit: str | None = None
+    # A control-arm trial's stock engine ([baseline]), started in place of the target's [deliverable].
+    deliverable: Deliverable | None = None
 
     def best(self) -> dict[str, float] | None:
         """The best's medians that a keep is judged against; None before there is a best."""
@@ -96,7 +101,12 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
         return GateVerdict.model_validate(recorded)
     log_dir = env.logs / f"r{n:03d}" / f"a{attempt}" / step
     job = GateJob(gate=gate, target_root=env.target.root, workdir=workdir, log_dir=log_dir, commit=sha, round=n,
-                  jail=env.jail or CandidateJail(mode=SandboxMode.NONE))
+                  jail=env.jail or CandidateJail(mode=SandboxMode.NONE), deliverable=env.deliverable)
+    pair = f"r{n:03d}-best"
+    if gate is GateName.BENCHMARK and env.target.spec.benchmark.paired and env.best_commit not in (None, sha):
+        assert env.best_commit is not None
+        job = job.model_copy(update={"pair_workdir": env.workspace.worktree(pair, env.best_commit),
+                                     "pair_commit": env.best_commit})
 
     def on_start(pgid: int) -> None:
         env.store.add_process(pgid, f"r{n}/a{attempt}/{step}")
@@ -107,8 +117,12 @@ def run_gates(env: RoundEnv, n: int, attempt: int, sha: str, workdir: Path, gate
         return run_gate_session(job, on_start=on_start, on_stop=env.store.remove_process)
 
     with env.gate_slot(gate) if env.gate_slot else nullcontext() as held:
-        verdict = env.gate_runner(env.target, gate, job, session, env.run_seed, attempt,
-                                  env.logs.parent / "reference-cache", env.bench_lock)
+        try:
+            verdict = env.gate_runner(env.target, gate, job, session, env.run_seed, attempt,
+                                      env.logs.parent / "reference-cache", env.bench_lock)
+        finally:
+            if job.pair_workdir is not None:
+                env.workspace.remove_worktree(pair)
     if env.abort is not None and env.abort.is_set():
         raise Aborted(f"round {n} attempt {attempt}: the run is being interrupted; the {gate} gate is not recorded")
     if held is not None:
@@ -270,7 +284,10 @@ def run_round(env: RoundEnv, n: int, task: Task, retries: int) -> RoundResult:
         except AgentFailed as e:
             analysis = f"(evaluator failed: {e})"  # the candidate stands; only the analysis is missing
         ws.reset(workdir, sha)
-        gained, why = decide(rules, values, env.best())
+        if has_interval(bench.report):  # [benchmark].paired: the interval of the ratio to the best decides
+            gained, why = paired_keep(bench.report["paired"], bspec.direction, bspec.min_gain)
+        else:
+            gained, why = decide(rules, values, env.best())
         return RoundResult(
             round=n, task=task, status=RoundStatus.KEPT if gained else RoundStatus.ACCEPTED, candidate=sha,
             attempts=attempt, metric=bench.metric, verdicts=verdicts, judge_reasons=judge.reasons,

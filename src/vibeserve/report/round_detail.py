@@ -83,6 +83,7 @@ class RoundDetail:
     logs: list[Link] = field(default_factory=list)
     transcripts: list[Link] = field(default_factory=list)
     profiles: list[Link] = field(default_factory=list)  # label: "a1/evaluator-1: model forward 62% of ..."
+    paired: str = ""  # [benchmark].paired: the pairs with the best, their ratio and its interval, in one line
 
     @property
     def gates(self) -> str:
@@ -206,5 +207,19 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
                          for p in sorted(store.transcripts.glob(f"{prefix}*.jsonl"))],
             profiles=[_link(f"a{p.attempt}/{p.name}: {p.headline}", p.main_file, link_base)
                       for p in round_profiles(logs, n)],
+            paired=paired_line(report.get("paired")),
         )
     return out
+
+
+def paired_line(paired: Any) -> str:
+    """A paired benchmark in one line: each pair (candidate/best), the ratio and its interval, or why unpaired."""
+    if not isinstance(paired, dict):
+        return ""
+    best = str(paired.get("best_commit") or "")[:10]
+    if paired.get("error") or "interval" not in paired:
+        return f"paired with {best}: none ({one_line(str(paired.get('error') or 'no interval'))})"
+    pairs = ", ".join(f"{fmt(c)}/{fmt(b)}" for c, b in zip(paired["candidate"], paired["best"], strict=False))
+    lo, hi = paired["interval"]
+    return (f"paired with {best} ({' '.join(paired.get('order') or [])}): {pairs}; candidate/best "
+            f"{fmt(paired['ratio'])}, {paired['confidence']:.0%} interval [{fmt(lo)}, {fmt(hi)}] ({paired['method']})")

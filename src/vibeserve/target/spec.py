@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vibeserve.errors import TargetError
+from vibeserve.target.search_space import Baseline, space_problems
 
 TARGET_FILE = "target.toml"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)\}")
@@ -128,6 +129,10 @@ class Benchmark(Section):
     # Further objectives ([[benchmark.objectives]]): with any, keeping is decided by dominance with noise
     # bands over all of them, the primary's band being min_gain (docs/targets.md, "The gain rule").
     objectives: list[Objective] = Field(default_factory=list)
+    # Paired measurement: the candidate and the best benchmarked alternately, kept by the interval of their
+    # ratio at this confidence (docs/targets.md, "Paired measurement").
+    paired: bool = False
+    confidence: float = Field(default=0.95, gt=0, lt=1)
 
 
 class Limits(Section):
@@ -188,6 +193,7 @@ class TargetSpec(Section):
     limits: Limits = Field(default_factory=Limits)
     model: Model = Field(default_factory=Model)
     workload: Workload = Field(default_factory=Workload)
+    baseline: Baseline | None = None  # the control arm's search space (vibeserve baseline)
 
 
 class Target:
@@ -339,6 +345,7 @@ def load_target(root: Path | str) -> Target:
         raise TargetError(str(file), *problems[0], more=problems[1:]) from None
     target = Target(root, spec)
     problems = _placeholder_problems(spec) + _objective_problems(spec) + _path_problems(target)
+    problems += space_problems(spec.baseline, spec.artifacts) if spec.baseline else []
     if problems:
         raise TargetError(str(file), *problems[0], more=problems[1:])
     return target
@@ -353,6 +360,11 @@ def _objective_problems(spec: TargetSpec) -> list[tuple[str, str]]:
             problems.append((f"benchmark.objectives.{i}.metric", f"{o.metric!r} is already {what}; each objective "
                              "needs its own report field"))
         seen.add(o.metric)
+    if spec.benchmark.paired and spec.benchmark.objectives:
+        problems.append(("benchmark.paired", "paired measurement judges the primary metric only; set it false or "
+                         "remove [[benchmark.objectives]]"))
+    if spec.benchmark.paired and spec.benchmark.repeats < 2:
+        problems.append(("benchmark.repeats", "paired = true needs at least 2 repeats (pairs) for an interval"))
     return problems
 
 
