@@ -240,6 +240,35 @@ def status(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="
         store.close()
 
 
+@app.command()
+def steer(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to steer (running, paused or stopped).")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The instruction the next round's brief carries.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Add an instruction to the brief of RUN_ID's next round (while it runs, or before `resume`)."""
+    from vibeserve.store.steering import add_instruction
+
+    entry, run_status = add_instruction(_run_dir(runs_dir, run_id), text)
+    when = "the next round whose task is chosen" if run_status == "running" else \
+        f"the first round after `vibeserve resume {run_id}`"
+    console.print(f"instruction {entry.id} recorded for {run_id}; {when} carries it in its brief", markup=False)
+
+
+@app.command()
+def pause(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The running run to pause.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Ask the process running RUN_ID to stop between rounds: the rounds in flight finish, the run is marked
+    paused and its process exits 0; `vibeserve resume RUN_ID` goes on."""
+    from vibeserve.store.steering import request_pause
+
+    request_pause(_run_dir(runs_dir, run_id))
+    console.print(f"pause requested: {run_id} stops once its rounds in flight are recorded; continue it with "
+                  f"`vibeserve resume {run_id}`", markup=False)
+
+
 def _print_status(store) -> None:
     from vibeserve.report.console import print_status
 

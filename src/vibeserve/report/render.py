@@ -30,7 +30,7 @@ from vibeserve.report.tables import (
     run_summary,
     short_sha,
 )
-from vibeserve.store import RunStore
+from vibeserve.store import RunStore, steering
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -65,6 +65,7 @@ def report_context(store: RunStore, out_dir: Path) -> dict[str, Any]:
         "roles": roles,
         "role_total": role_total(roles),
         "issues": issue_rows(store),
+        "steering": steering.entries(store),
         "image": "trajectory.png",
     }
 

@@ -35,6 +35,7 @@ from vibeserve.report.formats import (
     versus,
 )
 from vibeserve.report.tables import issue_rows, notices, role_table, role_total, run_summary, short_sha
+from vibeserve.store import steering
 from vibeserve.ui.chart import trajectory_svg
 from vibeserve.ui.data import (
     PathRefused,
@@ -179,6 +180,7 @@ def run(request: Request) -> Response:
         ctx = {
             "id": run_dir.name, "s": s, "b": s.benchmark, "notices": notices(s), "views": views,
             "edges": edges, "roles": roles, "role_total": role_total(roles), "issues": issue_rows(store),
+            "steering": steering.entries(store),
             "by_round": trajectory_svg(s, views, edges, "round", link),
             "by_wall": trajectory_svg(s, views, edges, "wall", link),
             "events": f"/runs/{run_dir.name}/events",

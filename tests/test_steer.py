@@ -1,0 +1,128 @@
+"""`vibeserve steer`, `pause` and `resume`: instructions written into the store by another process while a run
+goes on (and while it is paused) reach the next round's brief under each policy, a pause stops a serial and a
+parallel run between rounds with exit 0, and the mistakes a user can make are refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import cli
+from test_loop import EVAL, PASS, implementer, orchestrator, rows
+from vibeserve.store.steering import HEADING
+from vibeserve.testing.toy_target import make_toy_target, write_trajectory
+
+ASK = "keep the answers exact; try reading the score file once at start"
+LATER = "now look at the request parsing"
+
+
+def vibeserve(runs: Path, *args: str) -> list[str]:
+    """A `vibeserve` command line for a scripted step to run (another process writing the run's store)."""
+    return [sys.executable, "-m", "vibeserve", *args, "--runs-dir", str(runs)]
+
+
+def briefs(run_dir: Path) -> dict[int, str]:
+    return {n: json.loads(task)["brief"] for n, task in rows(run_dir, "SELECT round, task FROM rounds WHERE round > 0")}
+
+
+def test_ralph_steered_and_paused_while_running_then_steered_again_and_resumed(tmp_path: Path) -> None:
+    toy = make_toy_target(tmp_path / "toy", rounds=3, retries=1, repeats=1)
+    runs = tmp_path / "runs"
+    step = implementer("r001/a1/implementer", {"score.txt": "2.0\n"})
+    step["commands"] = [vibeserve(runs, "steer", "rl", ASK), vibeserve(runs, "pause", "rl")]
+    traj = write_trajectory(tmp_path / "traj", [
+        step,
+        implementer("r002/a1/implementer", {"score.txt": "3.0\n"}),
+        implementer("r003/a1/implementer", {"score.txt": "4.0\n"}),
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    first = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "rl",
+                "--policy", "ralph", "--sandbox", "none", "--no-report")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "run paused" in first.stdout
+    run_dir = runs / "rl"
+    # The round in flight finished; no further round started.
+    assert rows(run_dir, "SELECT round, status FROM rounds") == [(0, "kept"), (1, "kept")]
+    assert rows(run_dir, "SELECT status FROM run") == [("paused",)]
+    assert HEADING not in briefs(run_dir)[1]  # round 1's task was chosen before the instruction came
+
+    for args, expect in [(("steer", "rl", "  \n"), "the instruction is empty"),
+                         (("pause", "rl"), "not running (it is paused)")]:
+        proc = cli(*args, "--runs-dir", str(runs))
+        assert proc.returncode != 0 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    said = cli("steer", "rl", LATER, "--runs-dir", str(runs))
+    assert said.returncode == 0 and "resume" in said.stdout, said.stdout + said.stderr
+    status = cli("status", "rl", "--runs-dir", str(runs), check=True)
+    assert "paused" in status.stdout
+
+    cli("resume", "rl", "--runs-dir", str(runs), "--no-report", check=True)
+    got = briefs(run_dir)
+    assert set(got) == {1, 2, 3}
+    assert HEADING in got[2] and ASK in got[2] and LATER in got[2]
+    assert got[2].index(ASK) < got[2].index(LATER)  # in the order given
+    assert ASK not in got[3] and LATER not in got[3]  # taken once, by the next round only
+    assert rows(run_dir, "SELECT kind, round FROM steering ORDER BY id") == [
+        ("instruction", 2), ("pause", 1), ("instruction", 2)]
+    assert rows(run_dir, "SELECT status FROM run") == [("finished",)]
+
+    cli("report", "rl", "--runs-dir", str(runs), check=True)
+    md = (run_dir / "report" / "summary.md").read_text()
+    assert "## Steering" in md and ASK in md and "in round 2's brief" in md and "paused after round 1" in md
+
+    # What a user can get wrong: each refused with one clear line, exit non-zero, nothing recorded.
+    for args, expect in [
+        (("steer", "rl", "more"), "finished, so it has no next round"),
+        (("steer", "nope", "more"), "no run 'nope'"),
+        (("pause", "rl"), "finished; there is nothing to pause"),
+        (("pause", "nope"), "no run 'nope'"),
+    ]:
+        proc = cli(*args, "--runs-dir", str(runs))
+        assert proc.returncode != 0 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(rows(run_dir, "SELECT * FROM steering")) == 3
+
+
+def test_evolutionary_parallel_pause_lets_the_rounds_in_flight_finish(tmp_path: Path) -> None:
+    toy = make_toy_target(tmp_path / "toy", rounds=4, retries=1, repeats=1)
+    runs = tmp_path / "runs"
+    step = implementer("r001/a1/implementer", {"score.txt": "2.0\n"})
+    step["commands"] = [vibeserve(runs, "steer", "evo", ASK), vibeserve(runs, "pause", "evo")]
+    traj = write_trajectory(tmp_path / "traj", [
+        step,
+        *(implementer(f"r00{n}/a1/implementer", {"score.txt": f"{n + 1}.0\n"}) for n in (2, 3, 4)),
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    args = ("--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "evo", "--policy", "evolutionary",
+            "--parallel", "2", "--sandbox", "none", "--no-report")
+    first = cli("run", str(toy), *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = runs / "evo"
+    # Rounds 1 and 2 were in flight together when the pause came: both finish, round 3 never starts.
+    assert [r[0] for r in rows(run_dir, "SELECT round FROM rounds")] == [0, 1, 2]
+    assert rows(run_dir, "SELECT status FROM run") == [("paused",)]
+    assert all(HEADING not in b for b in briefs(run_dir).values())
+
+    cli("resume", "evo", "--runs-dir", str(runs), "--no-report", check=True)
+    got = briefs(run_dir)
+    assert set(got) == {1, 2, 3, 4}
+    assert ASK in got[3] and ASK not in got[4]  # the first round chosen after it was given
+    assert rows(run_dir, "SELECT status FROM run") == [("finished",)]
+
+
+def test_issue_tracker_round_chosen_after_the_instruction_carries_it(tmp_path: Path) -> None:
+    toy = make_toy_target(tmp_path / "toy", rounds=1, retries=1, repeats=1)
+    runs = tmp_path / "runs"
+    pick = orchestrator(1, "read the score once")
+    pick["commands"] = [vibeserve(runs, "steer", "it", ASK)]  # given while the orchestrator decides
+    traj = write_trajectory(tmp_path / "traj", [
+        pick,
+        implementer("r001/a1/implementer", {"score.txt": "2.0\n"}),
+        {"key": "r*/a*/judge", "reply": PASS},
+        {"key": "r*/a*/evaluator", "reply": EVAL},
+    ])
+    cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "it", "--sandbox",
+        "none", "--no-report", check=True)
+    brief = briefs(runs / "it")[1]
+    assert HEADING in brief and ASK in brief
