@@ -185,7 +185,7 @@ def test_an_interrupted_run_says_so_in_one_line_at_the_top(tmp_path: Path) -> No
     assert out.splitlines()[0] == ("run r1 (smollm2-chat-cpu, issue-tracker): interrupted: interrupted (SIGTERM) "
                                    "KeyError: '[run]'")
     assert "Traceback" not in out and "sandbox" not in out  # no sandbox recorded: no banner
-    cli("report", "r1", "--runs-dir", str(runs), check=True)
+    cli("report", "r1", "--runs-dir", str(runs), "--no-screenshot", check=True)
     md = (runs / "r1" / "report" / "summary.md").read_text()
     first = md.split("\n\n")[1]
     assert first == ("> **Warning: run interrupted: interrupted (SIGTERM) KeyError: '\\[run\\]'; continue with "
@@ -203,7 +203,7 @@ def test_gate_warnings_are_stored_and_shown(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     out = cli("status", "r1", "--runs-dir", str(runs), check=True).stdout
     assert f"round 4 warning: {busy}" in out
-    cli("report", "r1", "--runs-dir", str(runs), check=True)
+    cli("report", "r1", "--runs-dir", str(runs), "--no-screenshot", check=True)
     md = (runs / "r1" / "report" / "summary.md").read_text()
     r4 = md[md.index("### Round 4:"):md.index("### Round 5:")]
     assert "- repeats: 149.0, 150.0, 152.0 tok/s (spread 2.0%)" in r4

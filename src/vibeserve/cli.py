@@ -276,19 +276,41 @@ def _print_status(store) -> None:
 
 
 @app.command()
-def report(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run (default: the newest).")] = None,
-           runs_dir: RunsDir = Path("runs")) -> None:
-    """Write RUN's report: summary.md, trajectory.png and index.html under runs/<id>/report/."""
+def report(
+    run_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="RUN_ID", help="The run (default: the newest); several runs are compared on one page.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    out: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Where a comparison of several runs goes [default: <runs-dir>/compare-RUN1-vs-RUN2...].")]
+        = None,
+    screenshot: Annotated[bool, typer.Option(help="Save screenshot.png of the page, drawn by headless chromium.")]
+        = True,
+) -> None:
+    """Write RUN's report (summary.md, trajectory.png, index.html under runs/<id>/report/), or compare several
+    runs on one page: best metric vs agent cost and wall time, per-role tables side by side."""
     from vibeserve.report import write_report
+    from vibeserve.report.render import write_comparison
+    from vibeserve.report.screenshot import screenshot as shoot
     from vibeserve.store import RunStore
 
-    run_dir = _run_dir(runs_dir, run_id)
-    store = RunStore.open(run_dir)
+    dirs = [_run_dir(runs_dir, r) for r in (run_ids or [None])]
+    stores: list[RunStore] = []
     try:
-        index = write_report(store, run_dir / "report")
+        for d in dirs:
+            stores.append(RunStore.open(d))
+        if len(stores) == 1:
+            index = write_report(stores[0], dirs[0] / "report")
+            written = "summary.md, trajectory.png and index.html"
+        else:
+            folder = out or runs_dir / ("compare-" + "-vs-".join(d.name for d in dirs))
+            index = write_comparison(stores, folder)
+            written = "summary.md, comparison.png and index.html"
     finally:
-        store.close()
-    console.print(f"wrote {index.parent}/summary.md, trajectory.png and index.html")
+        for store in stores:
+            store.close()
+    console.print(f"wrote {index.parent}/{written}", markup=False)
+    if screenshot:
+        console.print(shoot(index, index.parent / "screenshot.png"), markup=False)
 
 
 @app.command()

@@ -1,0 +1,129 @@
+"""`vibeserve report RUN RUN...`: two real toy runs (ralph and evolutionary) compared on one page and in
+summary.md; the best-so-far curves against agent cost and wall time; runs ranked on different metrics
+refused with what differs; the page drawn by a real headless Chromium with no console error and every image
+loaded, and its screenshot saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+from test_loop import EVAL, PASS, implementer
+from vibeserve.report.compare import columns
+from vibeserve.report.screenshot import find_browser
+from vibeserve.store import RunStore
+from vibeserve.testing.toy_target import make_toy_target, write_trajectory
+from vibeserve.types import AgentResult, ExitReason, Role, Task
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two one-round runs of one toy target: ralph keeps 2.0, evolutionary keeps 3.0 (the baseline is 1.0)."""
+    root = tmp_path_factory.mktemp("compare")
+    toy = make_toy_target(root / "toy", rounds=1, retries=1, repeats=1)
+    runs = root / "runs"
+    for policy, score in (("ralph", "2.0"), ("evolutionary", "3.0")):
+        traj = write_trajectory(root / f"traj-{policy}", [
+            implementer("r001/a1/implementer", {"score.txt": score + "\n"}),
+            {"key": "r*/a*/judge", "reply": PASS},
+            {"key": "r*/a*/evaluator", "reply": EVAL},
+        ])
+        cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", policy[:4],
+            "--policy", policy, "--sandbox", "none", "--no-report", check=True)
+    return runs
+
+
+def test_two_runs_on_one_page_and_in_summary_md(runs: Path) -> None:
+    done = cli("report", "ralp", "evol", "--runs-dir", str(runs), "--no-screenshot", check=True)
+    out = runs / "compare-ralp-vs-evol"
+    assert str(out) in done.stdout
+    assert (out / "comparison.png").read_bytes().startswith(PNG)
+    md = (out / "summary.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ralp") or
+            line.startswith("| evol")}
+    assert "| ralph | scripted | toy |" in rows["ralp"] and "2x better than the baseline" in rows["ralp"]
+    assert "| evolutionary | scripted | toy |" in rows["evol"] and "3x better than the baseline" in rows["evol"]
+    # The per-role table: a column group per run, each role's calls side by side.
+    header = next(line for line in md.splitlines() if line.startswith("| Role |"))
+    assert "ralp: calls" in header and "evol: calls" in header
+    cells = next(line for line in md.splitlines() if line.startswith("| implementer |")).split("|")[2:-1]
+    assert len(cells) == 8 and cells[0].strip() == cells[4].strip() == "1"  # one implementer call in each run
+    html = (out / "index.html").read_text()
+    assert 'src="comparison.png"' in html and html.count('<code>ralp</code>') >= 2
+
+
+def test_one_run_keeps_its_own_report(runs: Path) -> None:
+    cli("report", "evol", "--runs-dir", str(runs), "--no-screenshot", check=True)
+    assert (runs / "evol" / "report" / "trajectory.png").is_file()
+    assert not list(runs.glob("compare-evol*"))
+
+
+def _store(root: Path, run_id: str, metric: str, direction: str, target: str) -> RunStore:
+    store = RunStore.create(root / run_id)
+    store.init_run(run_id, target, "ralph", {"benchmark": {"metric": metric, "direction": direction, "unit": "u"},
+                                             "harness": "codex", "model": "m1"}, {})
+    return store
+
+
+def _round(store: RunStore, n: int, metric: float, cost: float) -> None:
+    """Round ``n`` with one implementer call; the round ends the moment its call is recorded."""
+    store.start_round(n)
+    key = f"r{n:03d}/a1/implementer"
+    store.record_agent_call(key, n, 1, Role.IMPLEMENTER, "codex", "m1", AgentResult(
+        reply={"summary": "x"}, exit_reason=ExitReason.OK, wall_s=10.0, tokens_in=100, tokens_out=10, cost_usd=cost))
+    store.update_round(n, status="kept", task=Task(start_commit="a" * 40, brief="b").model_dump_json(),
+                       candidate=f"{n:040x}", metric=metric, finished_at=store.agent_call(key)["finished_at"])
+
+
+def test_curves_follow_agent_cost_and_wall_time(tmp_path: Path) -> None:
+    store = _store(tmp_path, "a", "score", "min", "/t/one")
+    store.start_round(0)
+    store.update_round(0, status="kept", metric=10.0, finished_at=store.run()["created_at"])
+    _round(store, 1, 8.0, 0.5)
+    _round(store, 2, 9.0, 0.25)  # worse (lower is better): not a new best, but its cost counts from here on
+    _round(store, 3, 4.0, 1.0)
+    (col,), _ = columns([store])
+    assert [p.best for p in col.curve] == [10.0, 8.0, 4.0]
+    assert [p.cost_usd for p in col.curve] == [0.0, 0.5, 1.75]
+    assert col.curve[0].wall_s == 0.0 and 0 < col.curve[1].wall_s < col.curve[2].wall_s
+    assert col.harness == "codex (m1)" and col.costs_known
+    store.close()
+
+
+def test_runs_on_different_metrics_are_refused_and_shared_metrics_compare(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for run_id, metric, direction, target in (("tput", "tokens_per_s", "max", "/t/one"),
+                                              ("lat", "ttft_ms", "min", "/t/two"),
+                                              ("other", "tokens_per_s", "max", "/t/three")):
+        _store(runs, run_id, metric, direction, target).close()
+    refused = cli("report", "tput", "lat", "--runs-dir", str(runs))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "tput ranks tokens_per_s" in said and "lat ranks ttft_ms" in said and "same [benchmark] metric" in said
+    assert not (runs / "compare-tput-vs-lat").exists()
+    shared = cli("report", "tput", "other", "--runs-dir", str(runs), "--no-screenshot", check=True)
+    assert shared.returncode == 0
+    md = (runs / "compare-tput-vs-other" / "summary.md").read_text()
+    assert "different targets" in md and "/t/one" in md and "/t/three" in md
+    twice = cli("report", "tput", "tput", "--runs-dir", str(runs))
+    assert twice.returncode != 0 and "named more than once" in twice.stderr
+
+
+def test_the_comparison_renders_in_chromium_without_errors_and_is_screenshotted(runs: Path) -> None:
+    if find_browser() is None:
+        pytest.skip("no chromium installed (apt-get install chromium) to render the page with")
+    from browser import load_page
+
+    out = runs / "shot"
+    done = cli("report", "ralp", "evol", "--runs-dir", str(runs), "--out", str(out), check=True)
+    shot = out / "screenshot.png"
+    assert f"screenshot: {shot}" in done.stdout
+    assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 20_000
+    page = load_page((out / "index.html").as_uri())
+    assert page.errors == []
+    assert page.images and all(w > 0 for _, w in page.images), page.images
+    assert page.title.startswith("vibeserve comparison")
