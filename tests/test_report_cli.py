@@ -4,6 +4,7 @@ audit and TTFT/TPOT/ITL fields), and on stores that were interrupted or measured
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,8 +135,12 @@ def test_status_prints_one_plain_line_per_round(latency_run: Path) -> None:
 
 
 def test_report_shows_factors_gates_repeats_latency_load_and_links(latency_run: Path) -> None:
-    cli("report", "lat", "--runs-dir", str(latency_run), check=True)
+    done = cli("report", "lat", "--runs-dir", str(latency_run), check=True)
     out = latency_run / "lat" / "report"
+    if shutil.which("chromium"):  # the page as a browser draws it, saved with the report
+        assert (out / "screenshot.png").read_bytes().startswith(b"\x89PNG") and "screenshot: " in done.stdout
+    else:
+        assert "no screenshot: chromium is not installed" in done.stdout
     md = (out / "summary.md").read_text()
     assert md.index("Warning: measured without the sandbox") < md.index("median_ttft_ms: 17651 → 571.7 ms")
     assert "(30.9x better than the baseline, lower is better)" in md
