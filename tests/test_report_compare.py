@@ -127,3 +127,30 @@ def test_the_comparison_renders_in_chromium_without_errors_and_is_screenshotted(
     assert page.errors == []
     assert page.images and all(w > 0 for _, w in page.images), page.images
     assert page.title.startswith("vibeserve comparison")
+
+
+def test_batched_diffstats_agree_with_git_diff_per_pair(tmp_path: Path) -> None:
+    from vibeserve.report.round_detail import diffstat, diffstats
+    from vibeserve.workspace import git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    shas = []
+    for files, gone in (({"a.py": "x = 1\n" * 20, "b.bin": "\0\1"}, ()), ({"a.py": "x = 2\n" * 20}, ()),
+                        ({"moved.py": "x = 2\n" * 20, "c.py": "y\n"}, ("a.py",))):
+        for name, text in files.items():
+            (repo / name).write_text(text)
+        for name in gone:
+            (repo / name).unlink()
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "c")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    pairs = [(shas[0], shas[1]), (shas[1], shas[2]), (shas[0], shas[2]), (shas[2], shas[2]), (shas[0], "f" * 40)]
+    cache: dict = {}
+    got = diffstats(repo, pairs, cache)
+    for pair in pairs[:4]:
+        assert got[pair] == diffstat(repo, *pair)
+    assert any(" => " in f[0] for f in got[pairs[1]].files)  # the rename, as `git diff` names it
+    assert pairs[4] not in got and pairs[4] not in cache  # an unknown commit: left out, asked again next time
+    assert diffstats(tmp_path / "nowhere", pairs) == {}
