@@ -1,7 +1,7 @@
 """`vibeserve report RUN RUN...`: two real toy runs (ralph and evolutionary) compared on one page and in
 summary.md; the best-so-far curves against agent cost and wall time; runs ranked on different metrics
 refused with what differs; the page drawn by a real headless Chromium with no console error and every image
-loaded, and its screenshot saved."""
+loaded, and its screenshot saved; batched diffstats as git diff gives them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from conftest import cli
 from test_loop import EVAL, PASS, implementer
-from vibeserve.report.compare import columns
+from vibeserve.report.compare import NotComparable, columns
+from vibeserve.report.render import write_comparison
 from vibeserve.report.screenshot import find_browser
 from vibeserve.store import RunStore
 from vibeserve.testing.toy_target import make_toy_target, write_trajectory
@@ -37,8 +38,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs
 
 
-def test_two_runs_on_one_page_and_in_summary_md(runs: Path) -> None:
-    done = cli("report", "ralp", "evol", "--runs-dir", str(runs), "--no-screenshot", check=True)
+def test_two_runs_on_one_page_in_summary_md_and_in_chromium(runs: Path) -> None:
+    done = cli("report", "ralp", "evol", "--runs-dir", str(runs), check=True)
     out = runs / "compare-ralp-vs-evol"
     assert str(out) in done.stdout
     assert (out / "comparison.png").read_bytes().startswith(PNG)
@@ -53,13 +54,20 @@ def test_two_runs_on_one_page_and_in_summary_md(runs: Path) -> None:
     cells = next(line for line in md.splitlines() if line.startswith("| implementer |")).split("|")[2:-1]
     assert len(cells) == 8 and cells[0].strip() == cells[4].strip() == "1"  # one implementer call in each run
     html = (out / "index.html").read_text()
-    assert 'src="comparison.png"' in html and html.count('<code>ralp</code>') >= 2
+    assert 'src="comparison.png"' in html and html.count("<code>ralp</code>") >= 2
 
+    if find_browser() is None:
+        assert "no screenshot: chromium is not installed" in done.stdout
+        pytest.skip("no chromium installed (apt-get install chromium) to render the page with")
+    from browser import load_page
 
-def test_one_run_keeps_its_own_report(runs: Path) -> None:
-    cli("report", "evol", "--runs-dir", str(runs), "--no-screenshot", check=True)
-    assert (runs / "evol" / "report" / "trajectory.png").is_file()
-    assert not list(runs.glob("compare-evol*"))
+    shot = out / "screenshot.png"
+    assert f"screenshot: {shot}" in done.stdout
+    assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 20_000
+    page = load_page((out / "index.html").as_uri())
+    assert page.errors == []
+    assert page.images and all(w > 0 for _, w in page.images), page.images
+    assert page.title.startswith("vibeserve comparison")
 
 
 def _store(root: Path, run_id: str, metric: str, direction: str, target: str) -> RunStore:
@@ -105,28 +113,15 @@ def test_runs_on_different_metrics_are_refused_and_shared_metrics_compare(tmp_pa
     said = " ".join(refused.stderr.split())
     assert "tput ranks tokens_per_s" in said and "lat ranks ttft_ms" in said and "same [benchmark] metric" in said
     assert not (runs / "compare-tput-vs-lat").exists()
-    shared = cli("report", "tput", "other", "--runs-dir", str(runs), "--no-screenshot", check=True)
-    assert shared.returncode == 0
-    md = (runs / "compare-tput-vs-other" / "summary.md").read_text()
-    assert "different targets" in md and "/t/one" in md and "/t/three" in md
-    twice = cli("report", "tput", "tput", "--runs-dir", str(runs))
-    assert twice.returncode != 0 and "named more than once" in twice.stderr
-
-
-def test_the_comparison_renders_in_chromium_without_errors_and_is_screenshotted(runs: Path) -> None:
-    if find_browser() is None:
-        pytest.skip("no chromium installed (apt-get install chromium) to render the page with")
-    from browser import load_page
-
-    out = runs / "shot"
-    done = cli("report", "ralp", "evol", "--runs-dir", str(runs), "--out", str(out), check=True)
-    shot = out / "screenshot.png"
-    assert f"screenshot: {shot}" in done.stdout
-    assert shot.read_bytes().startswith(PNG) and shot.stat().st_size > 20_000
-    page = load_page((out / "index.html").as_uri())
-    assert page.errors == []
-    assert page.images and all(w > 0 for _, w in page.images), page.images
-    assert page.title.startswith("vibeserve comparison")
+    stores = [RunStore.open(runs / name) for name in ("tput", "other", "tput")]
+    try:
+        md = (write_comparison(stores[:2], tmp_path / "shared").parent / "summary.md").read_text()
+        assert "different targets" in md and "/t/one" in md and "/t/three" in md
+        with pytest.raises(NotComparable, match="named more than once"):
+            columns([stores[0], stores[2]])
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_batched_diffstats_agree_with_git_diff_per_pair(tmp_path: Path) -> None:
