@@ -1,5 +1,5 @@
-"""`vibeserve report RUN RUN...`: two real toy runs (ralph and evolutionary) compared on one page and in
-summary.md; the best-so-far curves against agent cost and wall time; runs ranked on different metrics
+"""`vibeserve report RUN RUN...`: two runs (ralph and evolutionary, written through the store's API) compared
+on one page and in summary.md; the best-so-far curves against agent cost and wall time; runs ranked on different metrics
 refused with what differs; the page drawn by a real headless Chromium with no console error and every image
 loaded, and its screenshot saved; batched diffstats as git diff gives them."""
 
@@ -10,35 +10,34 @@ from pathlib import Path
 import pytest
 
 from conftest import cli
-from test_loop import EVAL, PASS, implementer
 from vibeserve.report.compare import NotComparable, columns
 from vibeserve.report.render import write_comparison
 from vibeserve.report.screenshot import find_browser
 from vibeserve.store import RunStore
-from vibeserve.testing.toy_target import make_toy_target, write_trajectory
 from vibeserve.types import AgentResult, ExitReason, Role, Task
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two one-round runs of one toy target: ralph keeps 2.0, evolutionary keeps 3.0 (the baseline is 1.0)."""
-    root = tmp_path_factory.mktemp("compare")
-    toy = make_toy_target(root / "toy", rounds=1, retries=1, repeats=1)
-    runs = root / "runs"
-    for policy, score in (("ralph", "2.0"), ("evolutionary", "3.0")):
-        traj = write_trajectory(root / f"traj-{policy}", [
-            implementer("r001/a1/implementer", {"score.txt": score + "\n"}),
-            {"key": "r*/a*/judge", "reply": PASS},
-            {"key": "r*/a*/evaluator", "reply": EVAL},
-        ])
-        cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", policy[:4],
-            "--policy", policy, "--sandbox", "none", "--no-report", check=True)
-    return runs
+def _run(runs: Path, run_id: str, policy: str, best: float) -> None:
+    """A finished run written through the store's API: baseline 1.0, one kept round at ``best``, with an
+    implementer, a judge and an evaluator call."""
+    store = _store(runs, run_id, "score", "max", "/t/toy", policy=policy)
+    store.start_round(0)
+    store.update_round(0, status="kept", metric=1.0, finished_at=store.run()["created_at"])
+    for role, cost in ((Role.JUDGE, 0.1), (Role.EVALUATOR, 0.05)):
+        store.record_agent_call(f"r001/a1/{role}", 1, 1, role, "codex", "m1", AgentResult(
+            reply={"ok": True}, exit_reason=ExitReason.OK, wall_s=5.0, tokens_in=50, tokens_out=5, cost_usd=cost))
+    _round(store, 1, best, 0.5)
+    store.update_run(baseline_metric=1.0, baseline_commit="a" * 40, best_metric=best, best_commit=f"{1:040x}",
+                     status="finished", finished_at=store.run()["created_at"] + 60)
+    store.close()
 
 
-def test_two_runs_on_one_page_in_summary_md_and_in_chromium(runs: Path) -> None:
+def test_two_runs_on_one_page_in_summary_md_and_in_chromium(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _run(runs, "ralp", "ralph", 2.0)
+    _run(runs, "evol", "evolutionary", 3.0)
     done = cli("report", "ralp", "evol", "--runs-dir", str(runs), check=True)
     out = runs / "compare-ralp-vs-evol"
     assert str(out) in done.stdout
@@ -46,8 +45,9 @@ def test_two_runs_on_one_page_in_summary_md_and_in_chromium(runs: Path) -> None:
     md = (out / "summary.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ralp") or
             line.startswith("| evol")}
-    assert "| ralph | scripted | toy |" in rows["ralp"] and "2x better than the baseline" in rows["ralp"]
-    assert "| evolutionary | scripted | toy |" in rows["evol"] and "3x better than the baseline" in rows["evol"]
+    assert "| ralph | codex (m1) | toy |" in rows["ralp"] and "2x better than the baseline" in rows["ralp"]
+    assert "| evolutionary | codex (m1) | toy |" in rows["evol"] and "3x better than the baseline" in rows["evol"]
+    assert "| $0.65 |" in rows["ralp"]  # the agent cost of its three calls
     # The per-role table: a column group per run, each role's calls side by side.
     header = next(line for line in md.splitlines() if line.startswith("| Role |"))
     assert "ralp: calls" in header and "evol: calls" in header
@@ -70,9 +70,9 @@ def test_two_runs_on_one_page_in_summary_md_and_in_chromium(runs: Path) -> None:
     assert page.title.startswith("vibeserve comparison")
 
 
-def _store(root: Path, run_id: str, metric: str, direction: str, target: str) -> RunStore:
+def _store(root: Path, run_id: str, metric: str, direction: str, target: str, policy: str = "ralph") -> RunStore:
     store = RunStore.create(root / run_id)
-    store.init_run(run_id, target, "ralph", {"benchmark": {"metric": metric, "direction": direction, "unit": "u"},
+    store.init_run(run_id, target, policy, {"benchmark": {"metric": metric, "direction": direction, "unit": "u"},
                                              "harness": "codex", "model": "m1"}, {})
     return store
 
