@@ -94,7 +94,7 @@ def test_full_run_keeps_the_best_and_rejects_a_broken_candidate(toy: Path, traje
 
     status = cli("status", "t1", "--runs-dir", str(runs), check=True)
     assert "best 3" in status.stdout and "accepted" in status.stdout
-    again = cli("report", "t1", "--runs-dir", str(runs), check=True)
+    again = cli("report", "t1", "--runs-dir", str(runs), "--no-screenshot", check=True)
     assert "summary.md" in again.stdout
 
 

@@ -4,6 +4,7 @@ audit and TTFT/TPOT/ITL fields), and on stores that were interrupted or measured
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,8 +135,12 @@ def test_status_prints_one_plain_line_per_round(latency_run: Path) -> None:
 
 
 def test_report_shows_factors_gates_repeats_latency_load_and_links(latency_run: Path) -> None:
-    cli("report", "lat", "--runs-dir", str(latency_run), check=True)
+    done = cli("report", "lat", "--runs-dir", str(latency_run), check=True)
     out = latency_run / "lat" / "report"
+    if shutil.which("chromium"):  # the page as a browser draws it, saved with the report
+        assert (out / "screenshot.png").read_bytes().startswith(b"\x89PNG") and "screenshot: " in done.stdout
+    else:
+        assert "no screenshot: chromium is not installed" in done.stdout
     md = (out / "summary.md").read_text()
     assert md.index("Warning: measured without the sandbox") < md.index("median_ttft_ms: 17651 → 571.7 ms")
     assert "(30.9x better than the baseline, lower is better)" in md
@@ -185,7 +190,7 @@ def test_an_interrupted_run_says_so_in_one_line_at_the_top(tmp_path: Path) -> No
     assert out.splitlines()[0] == ("run r1 (smollm2-chat-cpu, issue-tracker): interrupted: interrupted (SIGTERM) "
                                    "KeyError: '[run]'")
     assert "Traceback" not in out and "sandbox" not in out  # no sandbox recorded: no banner
-    cli("report", "r1", "--runs-dir", str(runs), check=True)
+    cli("report", "r1", "--runs-dir", str(runs), "--no-screenshot", check=True)
     md = (runs / "r1" / "report" / "summary.md").read_text()
     first = md.split("\n\n")[1]
     assert first == ("> **Warning: run interrupted: interrupted (SIGTERM) KeyError: '\\[run\\]'; continue with "
@@ -203,7 +208,7 @@ def test_gate_warnings_are_stored_and_shown(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     out = cli("status", "r1", "--runs-dir", str(runs), check=True).stdout
     assert f"round 4 warning: {busy}" in out
-    cli("report", "r1", "--runs-dir", str(runs), check=True)
+    cli("report", "r1", "--runs-dir", str(runs), "--no-screenshot", check=True)
     md = (runs / "r1" / "report" / "summary.md").read_text()
     r4 = md[md.index("### Round 4:"):md.index("### Round 5:")]
     assert "- repeats: 149.0, 150.0, 152.0 tok/s (spread 2.0%)" in r4

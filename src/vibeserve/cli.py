@@ -290,6 +290,35 @@ def status(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="
         store.close()
 
 
+@app.command()
+def steer(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to steer (running, paused or stopped).")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The instruction the next round's brief carries.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Add an instruction to the brief of RUN_ID's next round (while it runs, or before `resume`)."""
+    from vibeserve.store.steering import add_instruction
+
+    entry, run_status = add_instruction(_run_dir(runs_dir, run_id), text)
+    when = "the next round whose task is chosen" if run_status == "running" else \
+        f"the first round after `vibeserve resume {run_id}`"
+    console.print(f"instruction {entry.id} recorded for {run_id}; {when} carries it in its brief", markup=False)
+
+
+@app.command()
+def pause(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The running run to pause.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Ask the process running RUN_ID to stop between rounds: the rounds in flight finish, the run is marked
+    paused and its process exits 0; `vibeserve resume RUN_ID` goes on."""
+    from vibeserve.store.steering import request_pause
+
+    request_pause(_run_dir(runs_dir, run_id))
+    console.print(f"pause requested: {run_id} stops once its rounds in flight are recorded; continue it with "
+                  f"`vibeserve resume {run_id}`", markup=False)
+
+
 def _print_status(store) -> None:
     from vibeserve.report.console import print_status
 
@@ -297,19 +326,41 @@ def _print_status(store) -> None:
 
 
 @app.command()
-def report(run_id: Annotated[str | None, typer.Argument(metavar="RUN_ID", help="The run (default: the newest).")] = None,
-           runs_dir: RunsDir = Path("runs")) -> None:
-    """Write RUN's report: summary.md, trajectory.png and index.html under runs/<id>/report/."""
+def report(
+    run_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="RUN_ID", help="The run (default: the newest); several runs are compared on one page.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    out: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Where a comparison of several runs goes [default: <runs-dir>/compare-RUN1-vs-RUN2...].")]
+        = None,
+    screenshot: Annotated[bool, typer.Option(help="Save screenshot.png of the page, drawn by headless chromium.")]
+        = True,
+) -> None:
+    """Write RUN's report (summary.md, trajectory.png, index.html under runs/<id>/report/), or compare several
+    runs on one page: best metric vs agent cost and wall time, per-role tables side by side."""
     from vibeserve.report import write_report
+    from vibeserve.report.render import write_comparison
+    from vibeserve.report.screenshot import screenshot as shoot
     from vibeserve.store import RunStore
 
-    run_dir = _run_dir(runs_dir, run_id)
-    store = RunStore.open(run_dir)
+    dirs = [_run_dir(runs_dir, r) for r in (run_ids or [None])]
+    stores: list[RunStore] = []
     try:
-        index = write_report(store, run_dir / "report")
+        for d in dirs:
+            stores.append(RunStore.open(d))
+        if len(stores) == 1:
+            index = write_report(stores[0], dirs[0] / "report")
+            written = "summary.md, trajectory.png and index.html"
+        else:
+            folder = out or runs_dir / ("compare-" + "-vs-".join(d.name for d in dirs))
+            index = write_comparison(stores, folder)
+            written = "summary.md, comparison.png and index.html"
     finally:
-        store.close()
-    console.print(f"wrote {index.parent}/summary.md, trajectory.png and index.html")
+        for store in stores:
+            store.close()
+    console.print(f"wrote {index.parent}/{written}", markup=False)
+    if screenshot:
+        console.print(shoot(index, index.parent / "screenshot.png"), markup=False)
 
 
 @app.command()

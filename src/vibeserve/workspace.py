@@ -22,9 +22,9 @@ class GitError(VibeserveError):
     """A git command failed; the message carries git's own words."""
 
 
-def git(cwd: Path, *args: str, check: bool = True) -> str:
+def git(cwd: Path, *args: str, check: bool = True, stdin: str | None = None) -> str:
     proc = subprocess.run(
-        ["git", *AUTHOR, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        ["git", *AUTHOR, *args], cwd=cwd, capture_output=True, text=True, timeout=120, input=stdin,
         env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
     )
     if check and proc.returncode != 0:

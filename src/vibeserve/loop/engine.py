@@ -21,17 +21,18 @@ from vibeserve.loop.agents import AgentFailed, AgentRunner
 from vibeserve.loop.budget import stop_reason, working_seconds
 from vibeserve.loop.config import RunConfig, build_harnesses
 from vibeserve.loop.parallel import ParallelRounds
+from vibeserve.loop.policy_context import PolicyCtx
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
 from vibeserve.loop.scheduler import GateScheduler
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.policies import make_policy
 from vibeserve.process import group_alive, kill_group, stop_children
 from vibeserve.sandbox import Sandbox, SandboxMode
-from vibeserve.store import RunStore
+from vibeserve.store import RunStore, steering
 from vibeserve.store.lock import RunLock
 from vibeserve.target.manifest import build_manifest, diff_manifest, fingerprint
 from vibeserve.target.spec import load_target
-from vibeserve.types import GateName, Role, RoundResult, RoundStatus, Task
+from vibeserve.types import GateName, RoundResult, RoundStatus, Task
 from vibeserve.workspace import BEST_BRANCH, Workspace
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Engine:
 
     ``sandbox`` overrides the run's recorded sandbox mode (``resume --sandbox``), and is recorded.
     """
+
+    paused = False  # set when a `vibeserve pause` request ends the rounds
 
     def __init__(self, run_dir: Path, progress: Callable[[str], None] | None = None,
                  sandbox: SandboxMode | str | None = None, accept_target_change: bool = False):
@@ -175,6 +178,7 @@ class Engine:
         ensure_artifacts(self.target, self.dir / "logs")
         self.restore_best_ref()
         self.store.update_run(status="running", stop_reason="")
+        steering.mark_paused(self.store, None)  # a pause asked of an earlier process ended with that process
         if self.target.spec.benchmark.audit_samples != 0 and not audits(self.target):
             # Said out loud rather than skipped in silence.
             self.progress("note: the benchmark command does not write {responses}, so its answers are not "
@@ -189,6 +193,11 @@ class Engine:
         except VibeserveError as e:
             self.store.update_run(status="failed", stop_reason=str(e), finished_at=time.time())
             raise
+        if self.paused:
+            steering.mark_paused(self.store, max(r["round"] for r in self.store.rounds()))
+            self.store.update_run(status="paused", stop_reason=reason)
+            self.progress(f"run paused; continue with `vibeserve resume {self.dir.name}`")
+            return reason
         self.store.update_run(status="finished", stop_reason=reason, finished_at=time.time())
         self.progress(f"run finished: {reason}")
         return reason
@@ -271,7 +280,11 @@ class Engine:
         budget = self.target.spec.budget
         total = self.config.rounds if self.config.rounds is not None else budget.rounds
         plateau = self.config.plateau if self.config.plateau is not None else budget.plateau_rounds
-        return stop_reason(self.store, n, started, total, budget.max_wall_h, plateau)
+        reason = stop_reason(self.store, n, started, total, budget.max_wall_h, plateau)
+        if reason is None and steering.pause_requested(self.store) is not None:
+            self.paused = True
+            return "paused at the user's request (`vibeserve pause`)"
+        return reason
 
     def _round(self, n: int) -> None:
         row = self.store.round_record(n)
@@ -287,6 +300,7 @@ class Engine:
                 return
             if task is None:
                 raise StopRun("the policy has nothing left to try")
+            task = steering.steered(task, steering.take_instructions(self.store, n))
             self.store.update_round(n, task=task.model_dump_json(), start_commit=task.start_commit)
         elif row.status != RoundStatus.RUNNING:
             assert row.result is not None  # a round is recorded finished with its result in one write
@@ -348,36 +362,12 @@ class Engine:
             "round": n, "target": self.target.spec, "instructions": self.target.instructions_text,
             "baseline_metric": run.baseline_metric, "best_metric": run.best_metric,
             "best_commit": run.best_commit, "history": history,
+            "steering": [i.text for i in steering.pending_instructions(self.store)],
         }
 
     @staticmethod
     def _fmt(metric: float | None) -> str:
         return "-" if metric is None else f"{metric:.4g}"
-
-
-class PolicyCtx:
-    """The ``PolicyContext`` a policy gets for one round."""
-
-    def __init__(self, engine: Engine, n: int):
-        self.engine, self.round = engine, n
-
-    def ask(self, role: Role, key: str, prompt: str, workdir: Path, validate: Any = None) -> tuple[Any, str]:
-        return self.engine.agents.ask(role, key, prompt, workdir, self.round, 0, validate=validate)
-
-    def prompt_context(self) -> dict[str, Any]:
-        return self.engine.prompt_context(self.round)
-
-    def revert(self, commit: str, reason: str) -> None:
-        rounds = {r.candidate: r.metric for r in self.engine.store.round_records() if r.candidate}
-        self.engine.workspace.set_best(commit)
-        self.engine.store.update_run(best_commit=commit, best_metric=rounds.get(commit))
-        self.engine.progress(f"reverted the run branch to {commit[:10]}: {reason}")
-
-    @property
-    def scratch(self) -> Path:
-        path = self.engine.dir / "scratch"
-        path.mkdir(exist_ok=True)
-        return path
 
 
 def _signal_name(e: BaseException) -> str:

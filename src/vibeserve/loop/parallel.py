@@ -28,6 +28,7 @@ from vibeserve.errors import VibeserveError
 from vibeserve.gates.objectives import ObjectiveRule, decide, rules_of, values_of
 from vibeserve.loop.agents import AgentFailed
 from vibeserve.loop.round import run_round
+from vibeserve.store import steering
 from vibeserve.types import GateName, RoundResult, RoundStatus, Task
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ class ParallelRounds:
             while stop is None and chosen < committed + self.parallel:
                 stop = engine._stop_reason(chosen, started)
                 if stop is not None:
-                    store.record_step(0, 0, STOPPED, {"reason": stop, "after_round": committed})
+                    if not engine.paused:  # a pause is not journaled: `resume` chooses new tasks again
+                        store.record_step(0, 0, STOPPED, {"reason": stop, "after_round": committed})
                     break
                 chosen += 1
                 self._choose(chosen)
@@ -121,6 +123,7 @@ class ParallelRounds:
             return
         if task is None:
             raise StopRun("the policy has nothing left to try")
+        task = steering.steered(task, steering.take_instructions(store, n))
         store.update_round(n, task=task.model_dump_json(), start_commit=task.start_commit)
         self._launch(n, task)
 

@@ -31,7 +31,7 @@ from vibeserve.report.tables import (
     run_summary,
     short_sha,
 )
-from vibeserve.store import RunStore
+from vibeserve.store import RunStore, steering
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -67,6 +67,7 @@ def report_context(store: RunStore, out_dir: Path) -> dict[str, Any]:
         "role_total": role_total(roles),
         "issues": issue_rows(store),
         "cells": cell_rows(store, summary.benchmark.direction),
+        "steering": steering.entries(store),
         "image": "trajectory.png",
     }
 
@@ -80,4 +81,23 @@ def write_report(store: RunStore, out_dir: Path) -> Path:
     (out_dir / "summary.md").write_text(env.get_template("summary.md.j2").render(ctx), encoding="utf-8")
     index = out_dir / "index.html"
     index.write_text(env.get_template("index.html.j2").render(ctx), encoding="utf-8")
+    return index
+
+
+def write_comparison(stores: list[RunStore], out_dir: Path) -> Path:
+    """Write several runs side by side (``summary.md``, ``comparison.png``, ``index.html``) into ``out_dir``;
+    return the HTML path. Runs ranked on different metrics are refused (``NotComparable``)."""
+    from vibeserve.report.compare import columns, role_names
+    from vibeserve.report.compare_plot import comparison_png
+
+    cols, notes = columns(stores)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bench = cols[0].summary.benchmark
+    ctx = {"cols": cols, "notices": notes, "b": bench, "roles": role_names(cols), "image": "comparison.png",
+           "better": "higher is better" if bench.direction == "max" else "lower is better"}
+    comparison_png(cols, out_dir / ctx["image"])
+    env = _env()
+    (out_dir / "summary.md").write_text(env.get_template("compare.md.j2").render(ctx), encoding="utf-8")
+    index = out_dir / "index.html"
+    index.write_text(env.get_template("compare.html.j2").render(ctx), encoding="utf-8")
     return index

@@ -162,25 +162,77 @@ def diffstat(repo: Path, start: str | None, candidate: str | None) -> DiffStat |
     return DiffStat(files)
 
 
-def _link(label: str, path: Path, base: Path) -> Link:
-    return Link(label, Path(os.path.relpath(path, base)).as_posix() + ("/" if path.is_dir() else ""))
+def diffstats(repo: Path, pairs: list[tuple[str | None, str | None]],
+              known: dict[tuple[str, str], DiffStat] | None = None) -> dict[tuple[str, str], DiffStat]:
+    """The diffstat of every ``(start, candidate)`` pair, in two git calls however many pairs (the commits'
+    trees, then one ``git diff-tree --stdin``); pairs the repo does not hold are left out. ``known`` carries
+    results between calls: a pair of commits always has the same diff."""
+    known = {} if known is None else known
+    want = sorted({(a, b) for a, b in pairs if a and b and (a, b) not in known})
+    if want and (repo / ".git").exists():
+        shas = sorted({sha for pair in want for sha in pair})
+        try:
+            found = git(repo, "cat-file", "--batch-check", stdin="".join(f"{sha}^{{tree}}\n" for sha in shas))
+            trees = {sha: parts[0] for sha, parts in zip(shas, (line.split() for line in found.splitlines()), strict=True)
+                     if len(parts) == 3 and parts[1] == "tree"}
+            asked = [(pair, trees[pair[0]], trees[pair[1]]) for pair in want if pair[0] in trees and pair[1] in trees]
+            out = git(repo, "diff-tree", "--stdin", "-r", "-M", "--numstat",
+                      stdin="".join(f"{a} {b}\n" for _, a, b in asked)) if asked else ""
+        except GitError:
+            return {p: known[p] for p in pairs if p in known}
+        by_trees: dict[tuple[str, ...], list[tuple[str, int, int]]] = {}
+        files: list[tuple[str, int, int]] = []
+        for line in out.splitlines():
+            if "\t" not in line:  # "<tree> <tree>": the pair the lines after it belong to
+                files = by_trees.setdefault(tuple(line.split()), [])
+                continue
+            added, removed, path = line.split("\t", 2)
+            files.append((path, int(added) if added.isdigit() else 0, int(removed) if removed.isdigit() else 0))
+        for pair, a, b in asked:
+            known[pair] = DiffStat(by_trees.get((a, b), []))
+    return {p: known[p] for p in pairs if p in known}  # type: ignore[index]
 
 
-def _gate_dir_order(path: Path) -> tuple[int, int, str]:
-    attempt = path.parent.name.removeprefix("a")
-    return (int(attempt) if attempt.isdigit() else 0, GATE_ORDER.get(path.name, len(GATE_ORDER)), path.name)
+def _gate_dir_order(found: tuple[str, str]) -> tuple[int, int, str]:
+    attempt, gate = found[0].removeprefix("a"), found[1]
+    return (int(attempt) if attempt.isdigit() else 0, GATE_ORDER.get(gate, len(GATE_ORDER)), gate)
 
 
-def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[int, RoundDetail]:
-    """Every round's evidence, by round number; links are relative to ``link_base`` (the report's folder).
-    ``diffs=False`` skips the diffstats (one git call per round)."""
+def _gate_dirs(logs: Path, n: int) -> list[tuple[str, str]]:
+    """Round ``n``'s gate log folders as (attempt folder, gate), in the order the gates ran."""
+    found: list[tuple[str, str]] = []
+    try:
+        with os.scandir(logs / f"r{n:03d}") as attempts:
+            for a in attempts:
+                if a.name.startswith("a") and a.is_dir():
+                    with os.scandir(a.path) as gates:
+                        found += [(a.name, g.name) for g in gates if g.is_dir() and g.name != "profiles"]
+    except OSError:  # no logs for this round (yet)
+        return []
+    return sorted(found, key=_gate_dir_order)
+
+
+def round_details(store: RunStore, link_base: Path, diffs: bool = True,
+                  diff_cache: dict[tuple[str, str], DiffStat] | None = None,
+                  only: set[int] | None = None) -> dict[int, RoundDetail]:
+    """Every round's evidence (or the ``only`` rounds'), by round number; links are relative to ``link_base``
+    (the report's folder). ``diffs=False`` skips the diffstats; ``diff_cache`` keeps them between calls."""
     unit = benchmark_info(store).unit
     by_round: dict[int, list[Any]] = {}
     for row in store.gates():
         by_round.setdefault(row["round"], []).append(row)
     repo, logs = store.dir / "repo", store.dir / "logs"
+    rounds = [r for r in store.rounds() if only is None or r["round"] in only]
+    stats = diffstats(repo, [(r["start_commit"], r["candidate"]) for r in rounds if r["round"] > 0],
+                      diff_cache) if diffs else {}
+    transcripts: dict[str, list[Path]] = {}  # the folder listed once, not once per round
+    for p in sorted(store.transcripts.glob("r*-*.jsonl")):
+        transcripts.setdefault(p.name.split("-", 1)[0] + "-", []).append(p)
+    # Links made by joining names to these two (a relpath per link costs more than the rest of a round).
+    logs_href = Path(os.path.relpath(logs, link_base)).as_posix()
+    transcripts_href = Path(os.path.relpath(store.transcripts, link_base)).as_posix()
     out = {}
-    for r in store.rounds():
+    for r in rounds:
         n, rows = r["round"], by_round.get(r["round"], [])
         attempts: dict[int, list[str]] = {}
         for row in rows:
@@ -190,8 +242,6 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
         report = _report(last) if last else {}
         load = report.get("load") if isinstance(report.get("load"), dict) else {}
         warnings = [w for row in rows for w in _warnings(row)]
-        gate_dirs = sorted((p for p in (logs / f"r{n:03d}").glob("a*/*") if p.is_dir() and p.name != "profiles"),
-                           key=_gate_dir_order)
         prefix = f"r{n:03d}-"
         out[n] = RoundDetail(
             round=n,
@@ -201,11 +251,12 @@ def round_details(store: RunStore, link_base: Path, diffs: bool = True) -> dict[
             latency=_latency(report.get("runs") or []),
             other_cores=load.get("other_cores"), cores=load.get("cores"),
             warnings=list(dict.fromkeys(warnings)),
-            diff=diffstat(repo, r["start_commit"], r["candidate"]) if diffs and n > 0 else None,
-            logs=[_link(f"{p.parent.name}/{p.name}", p, link_base) for p in gate_dirs],
-            transcripts=[_link(p.stem.removeprefix(prefix), p, link_base)
-                         for p in sorted(store.transcripts.glob(f"{prefix}*.jsonl"))],
-            profiles=[_link(f"a{p.attempt}/{p.name}: {p.headline}", p.main_file, link_base)
+            diff=stats.get((r["start_commit"], r["candidate"])) if n > 0 else None,
+            logs=[Link(f"{a}/{g}", f"{logs_href}/r{n:03d}/{a}/{g}/") for a, g in _gate_dirs(logs, n)],
+            transcripts=[Link(p.stem.removeprefix(prefix), f"{transcripts_href}/{p.name}")
+                         for p in transcripts.get(prefix, [])],
+            profiles=[Link(f"a{p.attempt}/{p.name}: {p.headline}",
+                           Path(os.path.relpath(p.main_file, link_base)).as_posix())
                       for p in round_profiles(logs, n)],
             paired=paired_line(report.get("paired")),
         )

@@ -360,6 +360,8 @@ def notices(s: RunSummary) -> list[str]:
         said = one_line(s.stop_reason) or "no reason recorded"
         out.append(f"run {s.status}: {said}" + (f"; continue with `vibeserve resume {s.run_id}`"
                                                  if s.status == "interrupted" else ""))
+    if s.status == "paused":
+        out.append(f"run paused at the user's request; continue with `vibeserve resume {s.run_id}`")
     if s.sandbox == "none":
         out.append("measured without the sandbox (sandbox = none): these numbers are not protected from the "
                    "candidates")

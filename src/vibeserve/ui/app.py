@@ -35,6 +35,7 @@ from vibeserve.report.formats import (
     versus,
 )
 from vibeserve.report.tables import issue_rows, notices, role_table, role_total, run_summary, short_sha
+from vibeserve.store import steering
 from vibeserve.ui.chart import trajectory_svg
 from vibeserve.ui.data import (
     PathRefused,
@@ -52,6 +53,7 @@ from vibeserve.ui.data import (
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "vibeserve_ui_token"
 KEEPALIVE_S = 15.0
+TABLE_ROUNDS = 100  # rows of the run page's round table unless `?rounds=all`
 # Scripts and styles come from /static only: a run's text that slipped past escaping still could not run.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 
@@ -172,13 +174,20 @@ def run(request: Request) -> Response:
     store = open_readonly(run_dir)
     try:
         s = run_summary(store)
-        views = round_views(store)
+        # Past TABLE_ROUNDS the table shows the latest ones (the charts show all): a 1,000-row table is
+        # megabytes of HTML re-sent on every change. `?rounds=all` shows every row.
+        numbers = [r["round"] for r in store.query("SELECT round FROM rounds ORDER BY round")]
+        every = request.query_params.get("rounds") == "all" or len(numbers) <= TABLE_ROUNDS
+        shown = set(numbers if every else numbers[-TABLE_ROUNDS:])
+        views = round_views(store, diff_cache=request.app.state.diff_cache, detail_rounds=shown)
         _, edges = lineage(store)
         roles = role_table(store)
         link = f"/runs/{s.run_id}" if s.run_id == run_dir.name else f"/runs/{run_dir.name}"
         ctx = {
             "id": run_dir.name, "s": s, "b": s.benchmark, "notices": notices(s), "views": views,
+            "table": [v for v in views if v.row.round in shown],
             "edges": edges, "roles": roles, "role_total": role_total(roles), "issues": issue_rows(store),
+            "steering": steering.entries(store),
             "by_round": trajectory_svg(s, views, edges, "round", link),
             "by_wall": trajectory_svg(s, views, edges, "wall", link),
             "events": f"/runs/{run_dir.name}/events",
@@ -279,6 +288,7 @@ def create_app(source: RunSource, token: str | None = None, poll_s: float = 1.0)
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ])
     app.state.source, app.state.env, app.state.poll_s = source, _env(), poll_s
+    app.state.diff_cache = {}  # (start, candidate) -> its diffstat: commits never change, so neither does it
     return Guard(app, token)
 
 

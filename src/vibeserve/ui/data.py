@@ -145,10 +145,13 @@ def lineage(store: RunStore) -> tuple[dict[int, str], list[Edge]]:
     return parents, edges
 
 
-def round_views(store: RunStore, diffs: bool = True) -> list[RoundView]:
-    """The round table: every round with its verdicts, diffstat, parent and wall time."""
+def round_views(store: RunStore, diffs: bool = True, diff_cache: dict | None = None,
+                detail_rounds: set[int] | None = None) -> list[RoundView]:
+    """The round table: every round with its verdicts, diffstat, parent and wall time. ``detail_rounds``
+    limits the evidence (diffstat, gate summaries, links) to the rounds a page shows; ``diff_cache`` keeps the
+    diffstats between calls (a page that updates itself asks for the same ones each time)."""
     created = store.run()["created_at"]
-    details = round_details(store, store.dir, diffs=diffs)
+    details = round_details(store, store.dir, diffs=diffs, diff_cache=diff_cache, only=detail_rounds)
     verdicts = verdicts_by_round(store)
     parents, edges = lineage(store)
     parent_round = {e.round: e.parent_round for e in edges}
