@@ -3,12 +3,14 @@ its console errors, uncaught exceptions and failed loads, and each image's natur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vibeserve.report.screenshot import HEADLESS, find_browser
@@ -81,8 +83,24 @@ def _problems(events: list[dict]) -> list[str]:
     return out
 
 
-def load_page(url: str, settle_s: float = 0.5, timeout: float = 60) -> Page:
-    """Open ``url`` in a fresh headless Chromium, wait for its load event, and report what went wrong."""
+class LivePage:
+    """A page open in headless Chromium: ``evaluate`` runs a JavaScript expression in it."""
+
+    def __init__(self, pipe: _Pipe, session: str):
+        self.pipe, self.session = pipe, session
+
+    def evaluate(self, expression: str) -> object:
+        result = self.pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                                session=self.session)
+        return result["result"].get("value")
+
+    def problems(self) -> list[str]:
+        return _problems(self.pipe.events)
+
+
+@contextlib.contextmanager
+def open_page(url: str, timeout: float = 60) -> Iterator[LivePage]:
+    """Open ``url`` in a fresh headless Chromium and hold it open, after its load event, while the block runs."""
     browser = find_browser()
     assert browser is not None
     to_r, to_w = os.pipe()
@@ -107,11 +125,7 @@ def load_page(url: str, settle_s: float = 0.5, timeout: float = 60) -> Page:
                 pipe.send(f"{domain}.enable", session=session)
             pipe.send("Page.navigate", {"url": url}, session=session)
             pipe.wait_for("Page.loadEventFired", timeout)
-            time.sleep(settle_s)
-            result = pipe.send("Runtime.evaluate", {"expression": f"[document.title, {IMAGES}]",
-                                                    "returnByValue": True}, session=session)
-            title, images = result["result"]["value"]
-            page = Page(title=title, errors=_problems(pipe.events), images=[tuple(i) for i in json.loads(images)])
+            yield LivePage(pipe, session)
             pipe.send("Browser.close")
         finally:
             os.close(to_w)
@@ -121,4 +135,11 @@ def load_page(url: str, settle_s: float = 0.5, timeout: float = 60) -> Page:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
-    return page
+
+
+def load_page(url: str, settle_s: float = 0.5, timeout: float = 60) -> Page:
+    """Open ``url`` in a fresh headless Chromium, wait for its load event, and report what went wrong."""
+    with open_page(url, timeout) as live:
+        time.sleep(settle_s)
+        title, images = live.evaluate(f"[document.title, {IMAGES}]")
+        return Page(title=title, errors=live.problems(), images=[tuple(i) for i in json.loads(images)])
