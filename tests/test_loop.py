@@ -184,6 +184,29 @@ def test_cost_cap_stops_the_run_before_a_call_would_pass_it(toy: Path, trajector
     assert rows(run_dir, "SELECT SUM(cost_usd), COUNT(*) FROM agent_calls") == [(0.8, 2)]  # cap is $1
     assert rows(run_dir, "SELECT status FROM run") == [("finished",)]
     assert "$0.80" in cli("status", "cap", "--runs-dir", str(runs), check=True).stdout
+    # the round the cap ended is recorded as such, not left running
+    (status, result), = rows(run_dir, "SELECT status, result FROM rounds WHERE round = 1")
+    assert status == "failed" and "stopped: cost budget: $0.80 spent of $1.00" in result
+
+
+def test_cost_cap_with_rounds_in_flight_ends_each_at_its_next_call(toy: Path, trajectory, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    traj = trajectory([
+        {**implementer("r00*/a1/implementer", {"score.txt": "2.0\n"}), "cost_usd": 0.4},
+        {"key": "r*/a*/judge", "reply": PASS, "cost_usd": 0.4},
+        {"key": "r*/a*/evaluator", "reply": EVAL, "cost_usd": 0.4},
+    ])
+    out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "capp",
+              "--policy", "evolutionary", "--parallel", "2", "--sandbox", "none", "--no-report", check=True)
+    assert "cost budget" in out.stdout
+    run_dir = runs / "capp"
+    # both implementers ran side by side ($0.80); each round then met the cap before its judge
+    assert rows(run_dir, "SELECT key FROM agent_calls ORDER BY key") == [
+        ("r001/a1/implementer",), ("r002/a1/implementer",)]
+    assert rows(run_dir, "SELECT round, status FROM rounds ORDER BY round") == [(0, "kept"), (1, "failed"),
+                                                                             (2, "failed")]
+    assert rows(run_dir, "SELECT status, stop_reason LIKE 'cost budget%' FROM run") == [("finished", 1)]
+    assert rows(run_dir, "SELECT COUNT(*) FROM processes") == [(0,)]
 
 
 def test_run_refuses_to_go_on_when_the_target_changes(toy: Path, trajectory, tmp_path: Path) -> None:

@@ -254,7 +254,8 @@ def _outcome(run_dir: Path) -> None:
     first = (run["stop_reason"] or "").splitlines()[0] if run["stop_reason"] else ""
     if run["baseline_metric"] is None and run["baseline_commit"] is None:
         raise NoResult(f"run {run['id']} ended without a measured baseline: {first}")
-    later = [r for r in rounds if r["round"] > 0]
+    # a round the cost cap ended before its next agent call failed nothing: it is the budget's stop
+    later = [r for r in rounds if r["round"] > 0 and '"reason":"stopped: ' not in (r["result"] or "")]
     if later and all(r["status"] == "failed" for r in later):
         raise NoResult(f"run {run['id']}: every round failed ({len(later)} of {len(later)}); see `vibeserve status "
                        f"{run['id']}` and the report")

@@ -273,7 +273,18 @@ class Engine:
                 return reason
             n += 1
             self.check_manifest()
-            self._round(n)
+            try:
+                self._round(n)
+            except BudgetExceeded as e:
+                self._finish(self.budget_stopped(n, e))  # the round ends here, recorded as such
+                raise
+
+    def budget_stopped(self, n: int, e: BudgetExceeded) -> RoundResult:
+        """Round ``n`` as the cost cap ended it: failed, with the cap's message, its task as recorded."""
+        row = self.store.round_record(n)
+        task = row.task if row is not None and row.task is not None else Task(start_commit=self.workspace.best(),
+                                                                               brief="")
+        return RoundResult(round=n, task=task, status=RoundStatus.FAILED, reason=f"stopped: {e}")
 
     def _stop_reason(self, n: int, started: float) -> str | None:
         """Why no round after round ``n`` may start (round budget, wall clock, plateau), or None."""

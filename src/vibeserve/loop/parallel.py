@@ -11,7 +11,9 @@ Determinism comes from three rules, so that a replayed run ends with the same ar
   accepted candidate is *kept* is decided then, against the best as of the rounds before it.
 - **When the run stops.** Stop conditions (round budget, plateau, wall clock) are checked before each new
   task is chosen; once one holds, no task is chosen again, rounds in flight still finish and are committed,
-  and the reason is journaled so that a resumed run does not start new rounds either.
+  and the reason is journaled so that a resumed run does not start new rounds either. The cost cap is met
+  inside a round (before the agent call that would pass it): that round is committed as failed with the
+  cap's message, and the run stops the same way, each round in flight ending at its next agent call.
 
 Rounds run in worker threads (the agents and gate sessions they start are subprocesses; with ``--ray``
 they run as Ray tasks instead); gates wait for a slot from the engine's ``GateScheduler``. Resume needs
@@ -24,7 +26,7 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from vibeserve.errors import VibeserveError
+from vibeserve.errors import BudgetExceeded, VibeserveError
 from vibeserve.gates.objectives import ObjectiveRule, decide, rules_of, values_of
 from vibeserve.loop.agents import AgentFailed
 from vibeserve.loop.round import run_round
@@ -68,6 +70,7 @@ class ParallelRounds:
         self.engine, self.parallel = engine, parallel
         self.store = engine.store
         self.futures: dict[int, Future[RoundResult]] = {}
+        self.budget_stop: str | None = None  # the cost cap's message, once a round met it
 
     def run(self, started: float) -> str:
         engine, store = self.engine, self.store
@@ -94,6 +97,9 @@ class ParallelRounds:
                 return stop or "the policy has nothing left to try"
             committed += 1
             self._commit(committed)
+            if stop is None and self.budget_stop is not None:
+                stop = self.budget_stop
+                store.record_step(0, 0, STOPPED, {"reason": stop, "after_round": committed})
 
     def _committed(self) -> int:
         """The last round committed: rounds are committed in order, so the finished ones are a prefix."""
@@ -151,7 +157,11 @@ class ParallelRounds:
 
     def _commit(self, n: int) -> None:
         """Wait for round ``n`` and commit it: its row, the policy's observe, the best ref (``Engine._finish``)."""
-        result = self._wait(n)
+        try:
+            result = self._wait(n)
+        except BudgetExceeded as e:  # a stop like the others: no new task, the rounds in flight end and commit
+            result = self.engine.budget_stopped(n, e)
+            self.budget_stop = self.budget_stop or str(e)
         spec = self.engine.target.spec.benchmark
         result = rejudge(result, self.engine.best_values(), rules_of(spec.model_dump()))
         self.engine._finish(result)
