@@ -14,8 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from vibeserve.bench import BenchConfig, BenchError, run_benchmark
+from vibeserve.bench.cli import app as bench_app
 from vibeserve.bench.workload import TokenCounter, arrival_times, build_requests, parse_goodput
 
 TEXT = ["Hello,", " world.", " The", " sky", " is", " blue."]  # 6 words by whitespace; more tokens by the tokenizer
@@ -308,7 +310,7 @@ def test_requests_file_sends_each_lines_extra_fields_and_records_them(mock, tmp_
     assert report["max_concurrency"] == 1 and report["mean_e2el_ms"] > 0  # the one-at-a-time latency metric
 
     state["bodies"].clear()  # --dataset reads the same file and sends none of the other fields
-    assert bench_cli("--url", url, "--endpoint", "chat", "--dataset", str(data)).returncode == 0
+    assert run_benchmark(BenchConfig(url=url, endpoint="chat", dataset=data)).failed == 0
     assert not any("prediction" in b or "response_format" in b for b in state["bodies"])
-    both = bench_cli("--url", url, "--dataset", str(data), "--requests", str(data))
-    assert both.returncode == 2 and "give one" in both.stderr
+    both = CliRunner().invoke(bench_app, ["--url", url, "--dataset", str(data), "--requests", str(data)])
+    assert both.exit_code == 2 and "give one" in both.output
