@@ -32,7 +32,7 @@ class ServerError(Exception):
     """The server did not give a valid answer."""
 
 
-def variants(rows: dict[str, dict], only: list[str] | None) -> list[dict]:
+def variants(rows: dict[str, dict], only: list[str] | None, cap: int | None = None) -> list[dict]:
     """Each case with its right, wrong, partial, empty and absent prediction."""
     names = only or CASES
     unknown = sorted(set(names) - set(rows))
@@ -42,6 +42,8 @@ def variants(rows: dict[str, dict], only: list[str] | None) -> list[dict]:
     out = []
     for name in names:
         row = {**rows[name], "kind": "chat"}
+        if cap:
+            row["max_tokens"] = min(row["max_tokens"], cap)
         code = row["prediction"]["content"]
         wrong = others[(others.index(rows[name]) + 7) % len(others)]["prediction"]["content"]
         for label, content in (("right", code), ("wrong", wrong), ("partial", code[: len(code) // 2]), ("empty", "")):
@@ -82,12 +84,12 @@ def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, 
         raise ServerError(f"malformed response ({type(e).__name__}: {e})") from None
 
 
-def run(url: str, model: Path, reference: Path, timeout: float, only: list[str] | None) -> dict:
+def run(url: str, model: Path, reference: Path, timeout: float, only: list[str] | None, cap: int | None) -> dict:
     sys.path.insert(0, str(reference))
     import smollm2_reference  # the chat kit's reference: HF generate, fp32, greedy
 
     rows = {r["id"]: r for r in map(json.loads, (TARGET_DIR / "checks" / "requests.jsonl").read_text().splitlines())}
-    todo = variants(rows, only)
+    todo = variants(rows, only, cap)
     ref = smollm2_reference.load(model)
     expected: dict[str, dict] = {}  # the reference ignores the prediction: one answer per request
     results = []
@@ -117,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", required=True, type=Path)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--only", action="append", metavar="ID", help="check only this request (repeatable)")
+    parser.add_argument("--max-tokens", type=int, help="cap every case's max_tokens (shorter answers, for tests)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     try:
-        report = run(args.url.rstrip("/"), args.model, args.reference, args.timeout, args.only)
+        report = run(args.url.rstrip("/"), args.model, args.reference, args.timeout, args.only, args.max_tokens)
     except Exception as e:  # a broken reference, artifact or workload is the gate's error
         report = {"cases": [], "error": f"{type(e).__name__}: {e}"}
     bad = [r for r in report["cases"] if r["status"] != "ok"]
