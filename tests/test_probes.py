@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from vibeserve.errors import TargetError
 from vibeserve.gates.probes import (
     ReferenceFailed,
     audit_responses,
     compare,
     make_probes,
+    probes_from_requests,
     reference_outputs,
     request_key,
     round_seed,
@@ -173,3 +175,47 @@ def test_static_checks_point_at_suspicious_added_lines(target) -> None:
     assert ("large_literal", 15) in kinds
     assert not any(f.line == 16 for f in findings)
     assert all(f.file == "server.py" for f in findings)
+
+
+ROWS = [{"messages": [{"role": "user", "content": f"edit {i}"}], "max_tokens": 40,
+         "prediction": {"type": "content", "content": f"code {i}"}} for i in range(5)]
+
+
+def test_probes_drawn_from_a_requests_file_keep_its_extra_fields_and_are_fresh() -> None:
+    probes = probes_from_requests(ROWS, seed=3, count=6, max_tokens=24)
+    assert probes == probes_from_requests(ROWS, seed=3, count=6, max_tokens=24)
+    assert probes != probes_from_requests(ROWS, seed=4, count=6, max_tokens=24)
+    for p in probes:
+        body = p["messages"][-1]["content"]
+        source = next(r for r in ROWS if body.startswith(r["messages"][-1]["content"] + " ("))
+        assert p["kind"] == "chat" and p["prediction"] == source["prediction"]
+        assert body != source["messages"][-1]["content"]  # a fresh tail: no answer could be prepared
+        assert 1 <= p["max_tokens"] <= 24  # capped by [probes].max_tokens
+    # The last repeats the first prompt with another length (a response cache answers it wrongly).
+    assert probes[-1]["messages"] == probes[0]["messages"] and probes[-1]["max_tokens"] != probes[0]["max_tokens"]
+
+
+def test_the_audit_gives_the_reference_each_answers_extra_fields(target, tmp_path: Path) -> None:
+    (target.root / "reference.py").write_text(ECHO.replace(
+        'return (r.get("prompt")', 'return json.dumps(r.get("prediction")) if "prediction" in r else (r.get("prompt")'))
+    rows = [{"messages": r["messages"], "max_tokens": 8, "extra": {"prediction": r["prediction"]},
+             "text": json.dumps(r["prediction"]), "ok": True} for r in ROWS]
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    assert audit_responses(target, tmp_path, tmp_path / "cache", seed=1, count=None)["passed"]
+    rows[2]["extra"]["prediction"]["content"] = "another"  # the answer no longer fits the request sent
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    assert "1 of 5 differ" in audit_responses(target, tmp_path, tmp_path / "cache", seed=1, count=None)["reason"]
+
+
+def test_a_probe_requests_file_is_checked_when_the_target_loads(target) -> None:
+    toml = target.root / "target.toml"
+    toml.write_text(toml.read_text().replace("[probes]", '[probes]\nrequests = "probes.jsonl"'))
+    if "[probes]" not in toml.read_text():
+        toml.write_text(toml.read_text() + '\n[probes]\nrequests = "probes.jsonl"\n')
+    with pytest.raises(TargetError, match=r"probes.requests: file 'probes.jsonl' does not exist"):
+        load_target(target.root)
+    (target.root / "probes.jsonl").write_text('{"prompt": "no messages"}\n')
+    with pytest.raises(TargetError, match=r'probes.jsonl:1: expected a JSON object with a non-empty "messages"'):
+        load_target(target.root)
+    write_rows(target.root / "probes.jsonl", ROWS)
+    assert load_target(target.root).spec.probes.requests == "probes.jsonl"

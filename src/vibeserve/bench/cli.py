@@ -59,6 +59,8 @@ def bench(
     max_concurrency: Annotated[int | None, typer.Option(help="At most this many in flight; others wait for a slot.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic prompts and Poisson arrivals.")] = 0,
     dataset: Annotated[Path | None, typer.Option(help='JSONL: "prompt" or "messages", optional "max_tokens".')] = None,
+    requests: Annotated[Path | None, typer.Option(help='Like --dataset, and every other field of a line is sent '
+                                                        'in the body (e.g. "response_format", "prediction").')] = None,
     input_len: Annotated[int, typer.Option(help="Synthetic prompt length in tokens (words without --tokenizer).")] = 128,
     output_len: Annotated[int, typer.Option(help="max_tokens of each request (unless the dataset says).")] = 64,
     prefix_len: Annotated[int, typer.Option(help="Synthetic prefix shared by all prompts, before --input-len.")] = 0,
@@ -78,11 +80,14 @@ def bench(
     extra = list(ctx.args)
     if extra and not goodput:
         raise _usage_error(err, f"unexpected arguments {' '.join(extra)}")
+    if dataset is not None and requests is not None:
+        raise _usage_error(err, "--dataset and --requests both name the requests; give one")
     try:
         slos = parse_goodput([*(goodput or []), *extra])
         config = BenchConfig(
             url=url, endpoint=endpoint, model=model, rate=rate, arrival=arrival, num_requests=num_requests,
-            max_concurrency=max_concurrency, seed=seed, dataset=dataset, input_len=input_len,
+            max_concurrency=max_concurrency, seed=seed, dataset=requests or dataset,
+            send_extra_fields=requests is not None, input_len=input_len,
             output_len=output_len, prefix_len=prefix_len, nonce=nonce, stream=stream, ignore_eos=ignore_eos,
             request_timeout=request_timeout, tokenizer=tokenizer, goodput=slos, save_responses=save_responses,
         )  # fmt: skip

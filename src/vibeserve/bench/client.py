@@ -64,7 +64,8 @@ def base_url(url: str) -> str:
 
 
 def request_body(spec: RequestSpec, config: BenchConfig, model: str) -> dict:
-    body: dict = {"model": model, "max_tokens": spec.max_tokens, "temperature": 0, "stream": config.stream}
+    body: dict = {**spec.extra, "model": model, "max_tokens": spec.max_tokens, "temperature": 0,
+                  "stream": config.stream}
     if spec.prompt is not None:
         body["prompt"] = spec.prompt
     else:

@@ -188,6 +188,8 @@ def write_responses(path: Path, specs: list[RequestSpec], results: list[RequestR
         for spec, result in zip(specs, results, strict=True):
             row: dict = {"index": spec.index, "max_tokens": spec.max_tokens}
             row.update({"prompt": spec.prompt} if spec.prompt is not None else {"messages": spec.messages})
+            if spec.extra:
+                row["extra"] = spec.extra
             row.update(
                 text=result.text,
                 ok=result.ok,

@@ -6,7 +6,7 @@ import json
 import math
 import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +55,7 @@ class BenchConfig(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
     seed: int = 0
     dataset: Path | None = None
+    send_extra_fields: bool = Field(False, description="send each dataset line's other fields in the request body")
     input_len: int = Field(128, ge=1)
     output_len: int = Field(64, ge=1)
     prefix_len: int = Field(0, ge=0)
@@ -102,6 +103,7 @@ class RequestSpec:
     messages: list[dict] | None
     max_tokens: int
     input_tokens: int = 0
+    extra: dict = field(default_factory=dict)  # further body fields (e.g. response_format, prediction)
 
 
 class TokenCounter:
@@ -144,8 +146,15 @@ def load_token_counter(path: Path | None) -> TokenCounter:
         raise BenchError(f"--tokenizer {path}: cannot load a tokenizer: {e}") from None
 
 
-def read_dataset(path: Path, endpoint: str) -> list[tuple[str | None, list[dict] | None, int | None]]:
-    """(prompt, messages, max_tokens) per JSONL line; a plain prompt becomes one user message for chat."""
+# Body fields the load generator sets itself (a dataset line cannot send its own), and a line's own "id".
+RESERVED_FIELDS = frozenset({"id", "prompt", "messages", "max_tokens", "model", "stream", "temperature", "ignore_eos"})
+
+Row = tuple[str | None, list[dict] | None, int | None, dict]
+
+
+def read_dataset(path: Path, endpoint: str, extra_fields: bool = False) -> list[Row]:
+    """(prompt, messages, max_tokens, extra) per JSONL line; a plain prompt becomes one user message for
+    chat. With ``extra_fields``, every other field of a line is a body field to send (``extra``)."""
     rows = []
     try:
         lines = Path(path).read_text().splitlines()
@@ -168,7 +177,8 @@ def read_dataset(path: Path, endpoint: str) -> list[tuple[str | None, list[dict]
             raise BenchError(f"--dataset {path}:{n}: needs {need} for --endpoint {endpoint}")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise BenchError(f"--dataset {path}:{n}: max_tokens must be a positive integer")
-        rows.append((prompt if ok_prompt else None, messages if ok_messages else None, max_tokens))
+        extra = {k: v for k, v in row.items() if k not in RESERVED_FIELDS} if extra_fields else {}
+        rows.append((prompt if ok_prompt else None, messages if ok_messages else None, max_tokens, extra))
     if not rows:
         raise BenchError(f"--dataset {path}: no requests in it")
     return rows
@@ -193,18 +203,18 @@ def nonce_suffix(seed: int, index: int) -> str:
 def build_requests(config: BenchConfig, counter: TokenCounter) -> list[RequestSpec]:
     """The requests of one run, nonce applied and input tokens counted."""
     if config.dataset is not None:
-        rows = read_dataset(config.dataset, config.endpoint)
+        rows = read_dataset(config.dataset, config.endpoint, config.send_extra_fields)
         n = config.num_requests or len(rows)
         rows = [rows[i % len(rows)] for i in range(n)]
     else:
         n = config.num_requests or DEFAULT_NUM_REQUESTS
         prompts = synthetic_prompts(n, config.input_len, config.prefix_len, config.seed, counter)
         if config.endpoint == "chat":
-            rows = [(None, [{"role": "user", "content": p}], None) for p in prompts]
+            rows = [(None, [{"role": "user", "content": p}], None, {}) for p in prompts]
         else:
-            rows = [(p, None, None) for p in prompts]
+            rows = [(p, None, None, {}) for p in prompts]
     specs = []
-    for i, (prompt, messages, max_tokens) in enumerate(rows):
+    for i, (prompt, messages, max_tokens, extra) in enumerate(rows):
         messages = [dict(m) for m in messages] if messages is not None else None
         if config.nonce:
             suffix = nonce_suffix(config.seed, i)
@@ -213,7 +223,7 @@ def build_requests(config: BenchConfig, counter: TokenCounter) -> list[RequestSp
             else:
                 users = [m for m in messages if m.get("role") == "user"] or messages
                 users[-1]["content"] = str(users[-1].get("content") or "") + suffix
-        spec = RequestSpec(i, prompt, messages, max_tokens or config.output_len)
+        spec = RequestSpec(i, prompt, messages, max_tokens or config.output_len, extra=extra)
         spec.input_tokens = counter.count(prompt) if prompt is not None else counter.count_messages(messages)
         specs.append(spec)
     return specs

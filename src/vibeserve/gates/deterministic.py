@@ -23,6 +23,8 @@ from vibeserve.gates.probes import (
     audits,
     compare,
     make_probes,
+    probes_from_requests,
+    read_probe_requests,
     reference_outputs,
     round_seed,
     summarize,
@@ -60,7 +62,11 @@ def run_gate(
         spec = target.spec.probes
         seed = round_seed(run_seed, job.round, f"probes-a{attempt}")
         if spec.kind == "openai-completions":
-            probes = make_probes(seed, spec.count, spec.max_tokens, spec.kinds)
+            if spec.requests:
+                rows = read_probe_requests(target.path(spec.requests))
+                probes = probes_from_requests(rows, seed, spec.count, spec.max_tokens)
+            else:
+                probes = make_probes(seed, spec.count, spec.max_tokens, spec.kinds)
             path = job.log_dir / "probes.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in probes))
             job = job.model_copy(update={"probes_file": path})

@@ -89,6 +89,53 @@ def make_probes(seed: int, count: int, max_tokens: int,
     return out
 
 
+# The fields of a reference-format request; any other field is sent to the candidate in the request body.
+REQUEST_FIELDS = ("id", "kind", "prompt", "messages", "max_tokens")
+
+
+def read_probe_requests(path: Path) -> list[dict[str, Any]]:
+    """The chat requests of a ``[probes].requests`` file (the benchmark's ``--requests`` format); a line
+    that is no such request is a ``VibeserveError`` naming it."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not (isinstance(row.get("messages"), list) and row["messages"]):
+            raise VibeserveError(f"[probes].requests: {path.name}:{n} is not a JSON object with \"messages\"")
+        rows.append(row)
+    if not rows:
+        raise VibeserveError(f"[probes].requests: {path.name} holds no requests")
+    return rows
+
+
+def probes_from_requests(rows: Sequence[dict[str, Any]], seed: int, count: int,
+                         max_tokens: int) -> list[dict[str, Any]]:
+    """``count`` chat probes drawn (by ``seed``) from a workload file's ``rows``, each with its other fields
+    (``response_format``, ``prediction``, ...) and a fresh random word after its last user message, so
+    no answer could be prepared; ``max_tokens`` of 1, half or all of ``min(row, max_tokens)``; the last
+    repeats the first with another ``max_tokens``."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        row = rng.choice(rows)
+        extra = {k: v for k, v in row.items() if k not in (*REQUEST_FIELDS, "model", "stream", "temperature")}
+        messages = [dict(m) for m in row["messages"]]
+        users = [m for m in messages if m.get("role") == "user"] or messages
+        users[-1]["content"] = f"{users[-1].get('content') or ''} ({rng.choice(WORDS)} {rng.randrange(10**6)})"
+        full = min(int(row.get("max_tokens") or max_tokens), max_tokens)
+        n = rng.choice([1, max(1, full // 2), full, full])
+        out.append({"id": f"probe-{i}", "kind": "chat", "messages": messages, "max_tokens": n, **extra})
+    if count >= 3 and max_tokens > 1:
+        again = dict(out[0], id=f"probe-{count - 1}")
+        again["max_tokens"] = 1 if out[0]["max_tokens"] != 1 else max(2, out[0]["max_tokens"])
+        out[-1] = again
+    return out
+
+
 def round_seed(run_seed: int, round_no: int, purpose: str) -> int:
     """A seed for one round and one purpose, derived from the run's secret seed."""
     digest = hashlib.sha256(f"{run_seed}:{round_no}:{purpose}".encode()).digest()
@@ -189,6 +236,7 @@ def ask(client: Any, url: str, model: str, request: dict[str, Any], stream: bool
     chat = request["kind"] == "chat"
     body: dict[str, Any] = {"model": model, "max_tokens": request["max_tokens"], "temperature": 0, "stream": stream}
     body.update({"messages": request["messages"]} if chat else {"prompt": request["prompt"]})
+    body.update({k: v for k, v in request.items() if k not in (*REQUEST_FIELDS, *body)})
     path = "/v1/chat/completions" if chat else "/v1/completions"
     if not stream:
         r = client.post(url + path, json=body, timeout=timeout)
@@ -245,10 +293,14 @@ def audits(target: Target) -> bool:
 def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
     if row.get("ignore_eos"):
         return None  # the reference stops at end-of-sequence; such answers cannot be compared
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    extra = {k: v for k, v in extra.items() if k not in REQUEST_FIELDS}
     if isinstance(row.get("messages"), list):
-        return {"id": f"audit-{i}", "kind": "chat", "messages": row["messages"], "max_tokens": row["max_tokens"]}
+        return {"id": f"audit-{i}", "kind": "chat", "messages": row["messages"], "max_tokens": row["max_tokens"],
+                **extra}
     if isinstance(row.get("prompt"), str):
-        return {"id": f"audit-{i}", "kind": "completion", "prompt": row["prompt"], "max_tokens": row["max_tokens"]}
+        return {"id": f"audit-{i}", "kind": "completion", "prompt": row["prompt"], "max_tokens": row["max_tokens"],
+                **extra}
     return None
 
 

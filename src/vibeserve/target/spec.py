@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -92,6 +93,8 @@ class Probes(Section):
     max_tokens: int = Field(default=16, gt=0)
     # The endpoints the openai-completions probes call: /v1/completions and /v1/chat/completions.
     kinds: list[Literal["completion", "chat"]] = Field(default_factory=lambda: ["completion", "chat"], min_length=1)
+    # A JSONL file of chat requests with extra body fields: the probes are drawn from it instead.
+    requests: str | None = None
 
 
 class Objective(Section):
@@ -368,10 +371,32 @@ def _objective_problems(spec: TargetSpec) -> list[tuple[str, str]]:
     return problems
 
 
+def _requests_file_problem(path: Path, rel: str) -> str:
+    """Why a ``[probes].requests`` file is unusable ("" when it is fine): JSONL of chat requests."""
+    if not path.is_file():
+        return f"file {rel!r} does not exist"
+    n_rows = 0
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
+            return f'{rel}:{n}: expected a JSON object with a non-empty "messages" list'
+        n_rows += 1
+    return "" if n_rows else f"file {rel!r} holds no requests"
+
+
 def _path_problems(target: Target) -> list[tuple[str, str]]:
     spec, problems = target.spec, []
     if not target.path(spec.instructions).is_file():
         problems.append(("instructions", f"file {spec.instructions!r} does not exist"))
+    if spec.probes.requests:
+        problem = _requests_file_problem(target.path(spec.probes.requests), spec.probes.requests)
+        if problem:
+            problems.append(("probes.requests", problem))
     if spec.reference.sample_input and not target.path(spec.reference.sample_input).is_file():
         problems.append(("reference.sample_input", f"file {spec.reference.sample_input!r} does not exist"))
     if spec.seed and not target.path(spec.seed).is_dir():

@@ -1,0 +1,144 @@
+"""The model side of the server: prompt encoding, the grammar a request's ``response_format`` asks for,
+greedy generation one request at a time under the grammar's token mask, and incremental detokenization."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import xgrammar as xgr
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+REPLACEMENT = "\ufffd"  # what decoding shows for bytes that do not (yet) form a whole UTF-8 character
+
+
+@dataclass
+class Step:
+    """One generated token (the text it adds, possibly ""), or the end (``finish_reason`` set)."""
+
+    delta: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+class Detokenizer:
+    """Turns a growing list of byte-level BPE ids into text deltas whose concatenation is exactly
+    ``decode(all ids)``.
+
+    One token can carry part of a UTF-8 character (an emoji or CJK character often spans two or three
+    tokens); decoding then ends in U+FFFD until the rest arrives. So text ending in U+FFFD is held back,
+    and ``flush`` releases whatever is left at the end, a genuine U+FFFD included. Text that ends in a
+    whole character never changes when more bytes follow, so what was sent is always a prefix of the
+    final decode.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def _decode(self) -> str:
+        # Naive: re-decodes everything each time (quadratic in the output length, fine for a seed).
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def _take(self, text: str) -> str:
+        if not text.startswith(self.sent):  # cannot happen with a byte-level decoder and no clean-up
+            raise RuntimeError(f"decoded text {text!r} no longer starts with the sent {self.sent!r}")
+        delta, self.sent = text[len(self.sent) :], text
+        return delta
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self._decode()
+        return "" if text.endswith(REPLACEMENT) else self._take(text)
+
+    def flush(self) -> str:
+        return self._take(self._decode())
+
+
+class GrammarError(ValueError):
+    """A response_format the server cannot serve; the message says why (HTTP 400)."""
+
+
+class Engine:
+    def __init__(self, model_dir: str):
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.eos_id = self.tokenizer.eos_token_id  # <|im_end|>
+        self.vocab_size = self.model.config.vocab_size
+        info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size,
+                                                  stop_token_ids=[self.eos_id])
+        self.compiler = xgr.GrammarCompiler(info)  # caches compiled grammars by schema
+        self.max_context = self.model.config.max_position_embeddings
+        # One generation at a time: the model is not shared between concurrent forward passes.
+        self.lock = threading.Lock()
+
+    def encode_completion(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]  # no BOS for this tokenizer
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        # The rendered template holds <|im_start|>/<|im_end|> literally; they tokenize to the special ids.
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def grammar(self, response_format: object) -> xgr.CompiledGrammar | None:
+        """The grammar of an OpenAI ``response_format`` (None: unconstrained): JSON without free
+        whitespace (``any_whitespace=False``), strict (no properties the schema does not name)."""
+        if response_format is None:
+            return None
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return self.compiler.compile_builtin_json_grammar()
+        if kind != "json_schema":
+            raise GrammarError('response_format.type must be "text", "json_object" or "json_schema"')
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise GrammarError("response_format.json_schema.schema must be a JSON schema object")
+        try:
+            return self.compiler.compile_json_schema(json.dumps(schema), any_whitespace=False,
+                                                     strict_mode=True)
+        except Exception as e:  # xgrammar raises several kinds for a schema it cannot compile
+            raise GrammarError(f"response_format: the schema does not compile: {e}") from None
+
+    def generate(self, prompt_ids: list[int], max_tokens: int,
+                 grammar: xgr.CompiledGrammar | None = None) -> Iterator[Step]:
+        """Greedy decoding with a per-request KV cache; yields a Step per token, then a final Step.
+        With a grammar, each step's logits are masked to the tokens it allows (computed after the
+        forward, on the same thread: the naive order).
+
+        The lock is held until the generator finishes or is closed, so callers must close it (or run
+        it to the end) even when the client goes away.
+        """
+        with self.lock, torch.inference_mode():
+            input_ids = torch.tensor([prompt_ids])
+            matcher = xgr.GrammarMatcher(grammar) if grammar is not None else None
+            bitmask = xgr.allocate_token_bitmask(1, self.vocab_size) if grammar is not None else None
+            cache = None
+            detok = Detokenizer(self.tokenizer)
+            finish = "length"
+            for _ in range(max_tokens):
+                out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+                cache = out.cache
+                logits = out.logits[:, -1]
+                if matcher is not None:
+                    matcher.fill_next_token_bitmask(bitmask)
+                    xgr.apply_token_bitmask_inplace(logits, bitmask)
+                next_id = int(logits[0].argmax())
+                if matcher is not None and not matcher.accept_token(next_id):
+                    raise RuntimeError(f"the grammar refused token {next_id} that its own mask allowed")
+                if next_id == self.eos_id:
+                    finish = "stop"
+                    break
+                yield Step(delta=detok.add(next_id))
+                input_ids = torch.tensor([[next_id]])
+            rest = detok.flush()
+            if rest:
+                yield Step(delta=rest)
+            tokens = len(detok.ids) + (finish == "stop")  # <|im_end|> counts, like OpenAI's usage does
+            yield Step(finish_reason=finish, completion_tokens=tokens)
