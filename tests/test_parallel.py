@@ -172,11 +172,14 @@ def test_parallel_on_a_local_ray_instance(toy: Path, trajectory, tmp_path: Path)
         {"key": "r*/a*/judge", "reply": PASS},
         {"key": "r*/a*/evaluator", "reply": EVAL},
     ])
-    bench = toy / "checks" / "bench.py"
-    bench.write_text("import os as _o\n"
-                     f"open({str(gates)!r}, 'a').write(open(f'/proc/{{_o.getppid()}}/cmdline').read() + '\\n')\n"
-                     + bench.read_text())
     runs = tmp_path / "runs"
+    groups = tmp_path / "groups.txt"  # the process groups the run store lists while a benchmark runs
+    bench = toy / "checks" / "bench.py"
+    bench.write_text("import os as _o, sqlite3 as _s\n"
+                     f"open({str(gates)!r}, 'a').write(open(f'/proc/{{_o.getppid()}}/cmdline').read() + '\\n')\n"
+                     f"_c = _s.connect({str(runs / 'ray' / 'run.db')!r})\n"
+                     f"open({str(groups)!r}, 'a').write(repr(_c.execute('SELECT what FROM processes').fetchall()) + '\\n')\n"
+                     + bench.read_text())
     out = cli("run", str(toy), "--trajectory", str(traj), "--runs-dir", str(runs), "--run-id", "ray",
               "--policy", "evolutionary", "--rounds", "2", "--parallel", "2", "--ray", "local",
               "--no-report", "--sandbox", "none", timeout=600)
@@ -188,3 +191,8 @@ def test_parallel_on_a_local_ray_instance(toy: Path, trajectory, tmp_path: Path)
     assert len(ran_agents) == 2 and all("ray::" in line or "default_worker" in line for line in ran_agents)
     in_ray = ["ray::" in line or "default_worker" in line for line in gates.read_text().splitlines()]
     assert len(in_ray) >= 3 and all(in_ray)
+    # ... and each recorded its candidate's process group, with its host, while the group lived
+    import socket
+    listed = groups.read_text().splitlines()
+    assert listed and all(f"benchmark in a Ray task [host={socket.gethostname()}]" in line for line in listed)
+    assert rows(runs / "ray", "SELECT COUNT(*) FROM processes") == [(0,)]

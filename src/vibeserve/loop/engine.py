@@ -22,6 +22,7 @@ from vibeserve.loop.budget import stop_reason, working_seconds
 from vibeserve.loop.config import RunConfig, build_harnesses
 from vibeserve.loop.parallel import ParallelRounds
 from vibeserve.loop.policy_context import PolicyCtx
+from vibeserve.loop.ray_pool import host_tag
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates, run_round
 from vibeserve.loop.scheduler import GateScheduler
 from vibeserve.loop.setup import ensure_artifacts
@@ -97,7 +98,7 @@ class Engine:
         if self.config.ray is not None:
             from vibeserve.loop.ray_pool import RayPool
 
-            self.pool = RayPool(self.config.ray, self.target.spec.hardware.resources(), self.sandbox)
+            self.pool = RayPool(self.config.ray, self.target.spec.hardware.resources(), self.sandbox, self.dir)
         self.agents = AgentRunner(
             self.store, harnesses, models, self.policy, budget.agent_timeout_s, budget.max_cost_usd,
             self.config.schema_retries,
@@ -128,8 +129,11 @@ class Engine:
 
     def kill_leftovers(self) -> None:
         """Process groups a killed run left behind (a server mid-gate) are stopped before anything starts."""
+        here = host_tag()
         for row in self.store.processes():
-            if group_alive(row["pgid"]):
+            if "[host=" in row["what"] and here not in row["what"]:
+                log.warning("process group %s (%s) is on another host; stop it there", row["pgid"], row["what"])
+            elif group_alive(row["pgid"]):
                 log.warning("stopping leftover process group %s (%s)", row["pgid"], row["what"])
                 kill_group(row["pgid"])
             self.store.remove_process(row["pgid"])

@@ -10,6 +10,8 @@ The engine's ``GateScheduler`` still grants the slots, so a benchmark runs alone
 from __future__ import annotations
 
 import logging
+import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from vibeserve.gates.deterministic import run_gate
 from vibeserve.gates.session import GateJob, run_gate_session, run_sandboxed
 from vibeserve.harness import Harness
 from vibeserve.sandbox import Sandbox
+from vibeserve.store import RunStore
 from vibeserve.target.spec import Target
 from vibeserve.types import AgentCall, AgentResult, GateName, GateVerdict
 
@@ -28,15 +31,39 @@ def _agent(harness: Harness, call: AgentCall) -> AgentResult:
     return harness.run(call)
 
 
-def _gate(target: Target, gate: GateName, job: GateJob, sandbox: Sandbox | None, run_seed: int, attempt: int,
-          cache_dir: Path, bench_lock: Path) -> GateVerdict:
-    def session(j: GateJob) -> GateVerdict:
-        # The candidate's process group lives and dies inside this task (the session stops it in all cases).
-        if sandbox is not None and sandbox.active:
-            return run_sandboxed(j, sandbox)
-        return run_gate_session(j)
+def host_tag() -> str:
+    """How a process group recorded by a Ray task names the machine it runs on."""
+    return f"[host={socket.gethostname()}]"
 
-    return run_gate(target, gate, job, session, run_seed, attempt, cache_dir, bench_lock)
+
+def _gate(target: Target, gate: GateName, job: GateJob, sandbox: Sandbox | None, run_seed: int, attempt: int,
+          cache_dir: Path, bench_lock: Path, run_dir: Path | None = None) -> GateVerdict:
+    # The session stops the candidate's process group in all cases; the group is recorded in the run store
+    # (with the host it runs on) while it lives, so that if the run's process and its Ray workers are killed
+    # with -9, resume on that host stops what they left behind.
+    stores: list[RunStore] = []
+
+    def on_start(pgid: int) -> None:
+        try:
+            stores.append(stores[0] if stores else RunStore.open(run_dir))  # type: ignore[arg-type]
+            stores[0].add_process(pgid, f"r{job.round}/a{attempt}/{gate} in a Ray task {host_tag()}")
+        except (VibeserveError, sqlite3.Error, OSError, TypeError) as e:
+            log.warning("a Ray gate could not record its process group in the run store: %s", e)
+
+    def on_stop(pgid: int) -> None:
+        if stores:
+            stores[0].remove_process(pgid)
+
+    def session(j: GateJob) -> GateVerdict:
+        if sandbox is not None and sandbox.active:
+            return run_sandboxed(j, sandbox, on_start=on_start, on_stop=on_stop)
+        return run_gate_session(j, on_start=on_start, on_stop=on_stop)
+
+    try:
+        return run_gate(target, gate, job, session, run_seed, attempt, cache_dir, bench_lock)
+    finally:
+        for store in stores[:1]:
+            store.close()
 
 
 def ray_options(resources: dict[str, float]) -> dict[str, Any]:
@@ -53,13 +80,14 @@ def ray_options(resources: dict[str, float]) -> dict[str, Any]:
 class RayPool:
     """Connects to (or, for ``local``, starts) a Ray instance and runs agent calls and gates there."""
 
-    def __init__(self, address: str, gate_resources: dict[str, float], sandbox: Sandbox | None):
+    def __init__(self, address: str, gate_resources: dict[str, float], sandbox: Sandbox | None,
+                 run_dir: Path | None = None):
         try:
             import ray
         except ImportError:
             raise VibeserveError("--ray needs Ray, which is not installed here: pip install 'vibeserve[ray]' "
                                  "(or leave out --ray to run on the local pool)") from None
-        self.ray, self.sandbox = ray, sandbox
+        self.ray, self.sandbox, self.run_dir = ray, sandbox, run_dir
         self.started = not ray.is_initialized()  # a caller that set Ray up itself keeps it
         try:
             if self.started:
@@ -85,7 +113,7 @@ class RayPool:
                  cache_dir: Path, bench_lock: Path) -> GateVerdict:
         """``run_gate`` as a Ray task; the session runs there, so the local one is not used."""
         return self.ray.get(self._gate.remote(target, gate, job, self.sandbox, run_seed, attempt, cache_dir,
-                                              bench_lock))
+                                              bench_lock, self.run_dir))
 
     def close(self) -> None:
         if self.started and self.ray.is_initialized():
