@@ -16,8 +16,18 @@ the row says so instead of a number.
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
 
-    python benchmarks/peers.py [--target KIT] [--peers seed,hf,hf-cb,llamacpp,hf-xgrammar,hf-prompt-lookup,vllm] [--candidate [NAME=]DIR ...] [--skip-accuracy]
+    python benchmarks/peers.py [--target KIT] [--peers seed,hf,hf-cb,llamacpp,hf-xgrammar,hf-prompt-lookup,vllm]
+                               [--candidate [NAME=]DIR ...] [--patched NAME=P1,P2 ...] [--skip-accuracy]
                                [--bench-override=--rate=16 ...]
+
+``--target`` measures another kit (its seed, checker and benchmark); ``--patched NAME=P1,P2`` adds a candidate
+built from the kit's seed with the patch files P1, P2, ... applied in order, e.g. a scripted trajectory's
+rounds. For the hybrid-prefix-cpu kit (its rows are in that kit's README):
+
+    python benchmarks/peers.py --target examples/targets/hybrid-prefix-cpu --peers seed,hf \
+        --patched round-1=$T/01a-prefix-state-reuse.patch,$T/01b-copy-the-snapshots.patch \
+        --patched round-2=$T/01a-prefix-state-reuse.patch,$T/01b-copy-the-snapshots.patch,$T/02-batched-decode.patch
+    (T=examples/trajectories/hybrid-prefix-cpu/patches)
 
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
 same change for every peer), e.g. a heavier load than the kit's.
@@ -29,6 +39,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +124,16 @@ def override(argv: list[str], changes: list[str]) -> list[str]:
     return argv
 
 
+def patched_seed(target: Target, patches: list[Path], dest: Path) -> Path:
+    """A copy of the kit's seed with ``patches`` applied in order, as a trajectory's rounds apply them."""
+    shutil.copytree(target.seed_dir, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for patch in patches:
+        done = subprocess.run(["git", "apply", str(patch.resolve())], cwd=dest, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"--patched: {patch} does not apply on top of the ones before it: {done.stderr.strip()}")
+    return dest
+
+
 def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path, accuracy: bool) -> dict:
     row: dict = {"peer": name, "precision": precision}
     logs = tmp / name
@@ -149,6 +171,8 @@ def main() -> None:
     ap.add_argument("--peers", default="seed,hf,hf-cb,llamacpp")
     ap.add_argument("--candidate", action="append", default=[],
                     help="[NAME=]DIR: a deliverable directory to measure beside the peers (repeatable)")
+    ap.add_argument("--patched", action="append", default=[],
+                    help="NAME=PATCH[,PATCH...]: the kit's seed with these patches applied in order (repeatable)")
     ap.add_argument("--bench-override", action="append", default=[], help="--FLAG=VALUE in the benchmark command")
     ap.add_argument("--repeats", type=int, default=1, help="benchmark runs per peer (median reported)")
     ap.add_argument("--skip-accuracy", action="store_true")
@@ -163,6 +187,11 @@ def main() -> None:
     target = Target(target.root, target.spec.model_copy(update={"benchmark": bench}))
     rows = []
     with tempfile.TemporaryDirectory(prefix="vibeserve-peers-") as tmp:
+        for spec in args.patched:
+            name, sep, files = spec.partition("=")
+            if not sep or not files:
+                raise SystemExit(f"--patched {spec!r}: expected NAME=PATCH[,PATCH...]")
+            candidates[name] = patched_seed(target, [Path(f) for f in files.split(",")], Path(tmp) / f"patched-{name}")
         for name, peer in peers(target, args.peers.split(","), candidates).items():
             if isinstance(peer, str):
                 rows.append({"peer": name, "error": peer})
