@@ -7,8 +7,9 @@ export HF_HUB_OFFLINE=1
 .venv/bin/ruff check src tests benchmarks examples
 set +e
 # Two workers, a test file each at a time: most tests wait on servers and subprocesses more than they
-# compute, and a file's shared fixtures (a model server, the corpus's run) stay in one worker.
-.venv/bin/python -m pytest -n "${VIBESERVE_TEST_WORKERS:-2}" --dist loadfile --durations=12 "$@"
+# compute, and a file's shared fixtures (a model server, the corpus's run) stay in one worker. Files go out
+# in collection order (conftest puts the longest first), not xdist's default of the most tests first.
+.venv/bin/python -m pytest -n "${VIBESERVE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=12 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

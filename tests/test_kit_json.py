@@ -122,25 +122,6 @@ def model_dir() -> Path:
 @pytest.mark.slow
 @needs_model
 @pytest.mark.usefixtures("model_dir")
-def test_seed_passes_the_checker_and_the_benchmark_reports_schema_validity(tmp_path: Path) -> None:
-    tree = tree_with(tmp_path, [])
-    with serving(tree) as url:
-        code, report = check(url, tmp_path, SHORT)
-        assert code == 0 and report["passed"] and report["total"] == 2 * len(SHORT)
-        bench = tmp_path / "bench.json"
-        done = run_script("checks/bench.py", "--report", bench, "--responses", tmp_path / "answers.jsonl", "--",
-                          "--url", url, "--endpoint", "chat", "--requests", "checks/requests.jsonl",
-                          "--num-requests", "2", "--max-concurrency", "1", "--no-progress", "--request-timeout", "600")
-    assert done.returncode == 0, done.stderr
-    data = json.loads(bench.read_text())
-    assert data["schema_valid_rate"] == 1.0 and data["completed"] == 2 and data["mean_e2el_ms"] > 0
-    sent = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
-    assert all(row["extra"]["response_format"]["type"] == "json_schema" for row in sent)
-
-
-@pytest.mark.slow
-@needs_model
-@pytest.mark.usefixtures("model_dir")
 def test_each_trajectory_attempt_meets_the_gate_outcome_it_claims(tmp_path: Path) -> None:
     """Round 1 a1 (jump-forward tokens appended unchecked) changes the answer: the checker fails it.
     a2 (the same tokens verified in one forward) and round 2 (masks filled during the forward) give the

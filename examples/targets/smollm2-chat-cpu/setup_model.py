@@ -115,7 +115,11 @@ def build(out: Path, gguf: Path) -> None:
             return
         if out.exists():  # left over from an interrupted non-atomic copy: replace it
             shutil.rmtree(out)
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not is_complete(out):  # not another run's rename landing first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
