@@ -112,6 +112,7 @@ def model_dir() -> Path:
 # The last round only (the seed with both speculation patches): each round is a model server and a checker
 # run, about a minute on 2 cores; the trajectory's earlier rounds apply in order (the test above).
 @pytest.mark.parametrize("round_no", [2])
+@pytest.mark.long
 def test_every_round_answers_exactly_whatever_the_prediction(tmp_path: Path, round_no: int) -> None:
     """The seed, round 1 (prediction blocks verified in one forward) and round 2 (block sizing and
     re-synchronisation) pass the checker with right, wrong, partial, empty and no predictions (answers

@@ -107,6 +107,7 @@ def model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.long
 def test_setup_builds_a_hybrid_model_from_its_config(model_dir):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model_type"] == "olmo_hybrid"
@@ -117,6 +118,7 @@ def test_setup_builds_a_hybrid_model_from_its_config(model_dir):
     assert set(WORDS) <= set(vocab)
 
 
+@pytest.mark.long
 def test_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path):
     """Replayed as the trajectory's rounds do, each patch on top of the one before: the uncopied snapshot
     fails the accuracy gate on the second prompt sharing the prefix; the copying one passes and reports the

@@ -122,6 +122,7 @@ def model_dir() -> Path:
 @pytest.mark.slow
 @needs_model
 @pytest.mark.usefixtures("model_dir")
+@pytest.mark.long
 def test_each_trajectory_attempt_meets_the_gate_outcome_it_claims(tmp_path: Path) -> None:
     """Round 1 a1 (jump-forward tokens appended unchecked) changes the answer: the checker fails it.
     a2 (the same tokens verified in one forward) and round 2 (masks filled during the forward) give the

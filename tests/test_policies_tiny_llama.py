@@ -55,6 +55,7 @@ def tiny(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.long
 def test_evolutionary_on_tiny_llama_with_two_rounds_in_flight_on_ray(tiny: Path, trajectory, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'vibeserve[ray]')")
     traj = with_patches(trajectory([
