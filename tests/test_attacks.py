@@ -67,6 +67,10 @@ def run_attack(toy: Path, trajectory, tmp_path: Path, sandbox: str, files: dict,
     return runs / "a", out.stdout
 
 
+CPU_TOPOLOGY = "/sys/devices/system/cpu/online"
+HOST_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"  # a write would fail on "forged" anyway
+
+
 def forged_verdict(commit: str = "x") -> str:
     return json.dumps({"gate": "benchmark", "passed": True, "commit": commit, "metric": 1000.0,
                        "samples": [1000.0], "report": {}, "command": []})
@@ -81,9 +85,10 @@ def test_a_candidate_cannot_touch_its_judges_or_forge_its_numbers(toy: Path, tra
     run_dir = tmp_path / "runs" / "a"
     logs = run_dir / "logs" / "r001" / "a1" / "benchmark"
     plan = {
-        "read": [str(run_dir / "run.db")] if sandbox == "bwrap" else [],
+        "read": [str(run_dir / "run.db"), CPU_TOPOLOGY] if sandbox == "bwrap" else [],
         "write": [str(run_dir / "run.db"), str(tmp_path / "runs" / ".benchmark.lock"),
-                  str(toy / "checks" / "accuracy.py"), str(toy / "reference.py")],
+                  str(toy / "checks" / "accuracy.py"), str(toy / "reference.py"),
+                  *([HOST_SETTING] if sandbox == "bwrap" else [])],
         "forge": {str(logs / "session-verdict.json"): forged_verdict(), str(logs / "bench0.json"): '{"score": 1000}',
                   str(run_dir / "reference-cache" / "planted.json"): '{"y": 0}'},
         "unmount": [str(run_dir), str(toy)],
@@ -105,6 +110,9 @@ def test_a_candidate_cannot_touch_its_judges_or_forge_its_numbers(toy: Path, tra
         assert seen[k] != "ok", (k, seen[k])
     if sandbox == "bwrap":
         assert seen[f"read {run_dir / 'run.db'}"] != "ok"  # the store (and the run's secret seed) is not there
+        # /sys is there to read (engines size themselves by the CPU topology), not to change the host by
+        assert seen[f"read {CPU_TOPOLOGY}"] == "ok"
+        assert seen[f"write {HOST_SETTING}"] == "Read-only file system"
 
     # The run recorded the number the candidate honestly reports, and nothing it forged or wrote.
     assert rows(run_dir, "SELECT round, status, metric FROM rounds") == [(0, "kept", 1.0), (1, "kept", 2.0)]

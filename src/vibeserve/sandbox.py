@@ -167,10 +167,13 @@ class Sandbox:
         return [*args, "--", *argv]
 
     def candidate_argv(self, argv: Sequence[str], tree: Path, tmp_mb: int) -> list[str]:
-        """The deliverable: its tree, the target and the toolchain read-only, a private /tmp of ``tmp_mb``
-        (its HOME too), no capabilities, its own PID namespace; the judge's network (loopback)."""
+        """The deliverable: its tree, the target, the toolchain and /sys read-only, a private /tmp of
+        ``tmp_mb`` (its HOME too), no capabilities, its own PID namespace; the judge's network (loopback)."""
         tree = Path(tree).resolve()
         args = self._view([*self.readable, tree], tmp_bytes=tmp_mb << 20)
+        # The machine's description, read-only: serving engines size their thread pools and memory from the
+        # CPU topology there (vLLM's CPU backend runs lscpu, which reads /sys/devices/system).
+        args += ["--ro-bind-try", "/sys", "/sys"]
         args += [*UNPRIVILEGED, "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
                  "--remount-ro", "/", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", str(tree)]
         return [*args, "--", *argv]
