@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -15,6 +16,8 @@ from vibeserve.loop.search import RandomSearch, TpeSearch, all_settings, grid_si
 from vibeserve.target.search_space import Param, with_values
 from vibeserve.target.spec import load_target
 from vibeserve.testing.toy_target import make_toy_target
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
 # A "stock engine" for the toy: its speed is a setting, and one flag makes it answer wrongly.
 ENGINE = '''\
@@ -133,6 +136,38 @@ def test_the_budget_stops_it_and_it_does_not_resume(tmp_path: Path) -> None:
     assert not (runs / "b3").exists()
 
 
+ENGINES = """
+[baseline.engines.outside]      # a stock engine installed outside the target, as a separate virtualenv is
+start = ["python", "{target}/../stock/engine.py", "--port", "{port}", "--score", "{score}"]
+readable = ["../stock"]
+check = ["python", "-c", "import pathlib, sys; sys.exit(0 if pathlib.Path('../stock/engine.py').is_file() else 'the stock engine is not installed: put it in ../stock')"]
+
+[baseline.engines.outside.params.score]
+choices = [3.0]
+"""
+
+
+@needs_bwrap
+def test_another_engine_runs_boxed_from_its_own_readable_folder_after_its_check(tmp_path: Path) -> None:
+    root, runs = _toy(tmp_path), tmp_path / "runs"
+    (root / "target.toml").write_text((root / "target.toml").read_text() + ENGINES)
+    unknown = cli("baseline", str(root), "--budget-h", "1", "--engine", "nope", "--runs-dir", str(runs))
+    assert unknown.returncode != 0 and "no [baseline.engines.nope]" in unknown.stderr and "outside" in unknown.stderr
+    missing = cli("baseline", str(root), "--budget-h", "1", "--engine", "outside", "--runs-dir", str(runs),
+                  "--run-id", "b0")
+    assert missing.returncode != 0 and "baseline.engines.outside.check" in missing.stderr
+    assert "the stock engine is not installed" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (runs / "b0").exists()
+    (tmp_path / "stock").mkdir()
+    (tmp_path / "stock" / "engine.py").write_text(ENGINE)
+    out = cli("baseline", str(root), "--budget-h", "1", "--engine", "outside", "--seed-runs", "1", "--runs-dir",
+              str(runs), "--run-id", "b4", "--no-report", check=True)
+    assert "search space used up" in out.stdout
+    rounds = _rows(runs / "b4", "SELECT round, status, metric, json_extract(task, '$.title') FROM rounds ORDER BY round")
+    # Seen from inside the candidate's sandbox only because the engine names its folder readable.
+    assert rounds == [(0, "kept", 1.0, "baseline"), (1, "kept", 3.0, "outside: score=3.0")], rounds
+
+
 def test_a_bad_search_space_names_the_key(tmp_path: Path) -> None:
     root = _toy(tmp_path)
     toml = root / "target.toml"
@@ -141,6 +176,10 @@ def test_a_bad_search_space_names_the_key(tmp_path: Path) -> None:
         load_target(root)
     toml.write_text(toml.read_text().replace('choices = ["", "--wrong"]', "low = 3\nhigh = 1"))
     with pytest.raises(TargetError, match="low .3. is above high .1."):
+        load_target(root)
+    toml.write_text(toml.read_text().replace("low = 3\nhigh = 1", 'choices = [""]') + ENGINES.replace("../stock\"]",
+                                                                                                     "{stock}\"]"))
+    with pytest.raises(TargetError, match=r"baseline.engines.outside.readable.*\{stock\}"):
         load_target(root)
 
 

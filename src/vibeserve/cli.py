@@ -186,6 +186,10 @@ def baseline(
                                                "(the seed runs not counted).")] = None,
     runs_dir: RunsDir = Path("runs"),
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: time, target, 'baseline').")] = None,
+    engine: Annotated[str | None, typer.Option(metavar="NAME", help="Search [baseline.engines.NAME] instead of "
+                                               "[baseline]'s own engine.")] = None,
+    seed_runs: Annotated[int | None, typer.Option(metavar="N", help="Measure the seed N times first (default: "
+                                                  "[baseline].seed_runs; the first is the baseline).")] = None,
     sandbox: Annotated[SandboxMode, typer.Option(help=SANDBOX_HELP)] = SandboxMode.BWRAP,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
 ) -> None:
@@ -197,7 +201,7 @@ def baseline(
     name = run_id or time.strftime("%Y%m%d-%H%M%S-") + load_target(target).spec.name + "-baseline"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise VibeserveError(f"run id {name!r}: use letters, digits, '.', '_' and '-'")
-    run_dir = create_baseline_run(runs_dir, target, name, budget_h, trials, sandbox)
+    run_dir = create_baseline_run(runs_dir, target, name, budget_h, trials, sandbox, engine, seed_runs)
     console.print(f"baseline run [bold]{name}[/bold] in {run_dir}")
     driver = BaselineRun(run_dir, progress=lambda s: console.print(s, markup=False))
     try:

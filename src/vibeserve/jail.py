@@ -64,9 +64,9 @@ def candidate_jail(sandbox: Sandbox, target: Target, run_dir: Path) -> Candidate
     """How a run confines and limits its candidates."""
     limits = CandidateLimits.from_spec(target.spec.limits, target.spec.hardware.backend)
     artifacts = list(target.artifact_paths().values())
-    if sandbox.active:
-        return CandidateJail(mode=sandbox.mode, bwrap=sandbox.binary, readable=[target.root, *artifacts],
-                             limits=limits)
+    if sandbox.active:  # what the run's sandboxes may read: the target, its artifacts, a stock engine's folders
+        readable = [*sandbox.readable, *(p for p in [target.root, *artifacts] if p not in sandbox.readable)]
+        return CandidateJail(mode=sandbox.mode, bwrap=sandbox.binary, readable=readable, limits=limits)
     # Without bwrap: the runs directory (stores, logs, reference caches, the benchmark lock) and the target
     # are read-only for the candidate, where unshare can do that.
     return CandidateJail(mode=sandbox.mode, unshare=unshare_works(), limits=limits,

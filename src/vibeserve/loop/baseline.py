@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +28,13 @@ from vibeserve.loop.config import _benchmark_info
 from vibeserve.loop.round import RoundEnv, gates_in_order, run_gates
 from vibeserve.loop.search import make_sampler
 from vibeserve.loop.setup import ensure_artifacts
-from vibeserve.process import stop_children
+from vibeserve.process import clean_env, stop_children
 from vibeserve.sandbox import Sandbox, SandboxMode
 from vibeserve.store import RunStore
 from vibeserve.store.lock import RunLock
 from vibeserve.target.manifest import build_manifest
-from vibeserve.target.search_space import Value, with_values
-from vibeserve.target.spec import Deliverable, load_target
+from vibeserve.target.search_space import Engine, Value, with_values
+from vibeserve.target.spec import Deliverable, Target, load_target
 from vibeserve.types import GateName, GateVerdict, RoundResult, RoundStatus, Task
 from vibeserve.workspace import Workspace
 
@@ -42,26 +43,54 @@ TRIAL_FILE = "baseline-trial.json"
 
 
 def create_baseline_run(runs_dir: Path, target_dir: Path, run_id: str, budget_h: float, trials: int | None,
-                        sandbox: SandboxMode) -> Path:
-    """Make ``runs_dir/<id>`` with its store; refuses a target without ``[baseline]`` and a run id in use."""
+                        sandbox: SandboxMode, engine: str | None = None, seed_runs: int | None = None) -> Path:
+    """Make ``runs_dir/<id>`` with its store; refuses a target without ``[baseline]``, an engine it does not
+    name or whose ``check`` fails, and a run id in use."""
     target = load_target(target_dir)
     if target.spec.baseline is None:
         raise TargetError(str(target.file), "baseline", "no [baseline] table: add the stock engine's start command "
                           "and the settings to search (docs/baseline.md)")
-    if budget_h <= 0 or (trials is not None and trials < 0):
-        raise VibeserveError("--budget-h must be above 0 and --trials at least 0")
+    try:
+        chosen = target.spec.baseline.engine(engine)
+    except KeyError as e:
+        raise TargetError(str(target.file), "baseline.engines", e.args[0]) from None
+    if budget_h <= 0 or (trials is not None and trials < 0) or (seed_runs is not None and seed_runs < 1):
+        raise VibeserveError("--budget-h must be above 0, --trials at least 0 and --seed-runs at least 1")
     Sandbox(sandbox).check()  # fails closed, before the run exists
     run_dir = runs_dir.resolve() / run_id
     if (run_dir / RunStore.FILE).exists():
         raise StoreError(f"a run {run_id!r} already exists in {runs_dir}; choose another --run-id")
+    check_engine(target, chosen, "baseline" if engine is None else f"baseline.engines.{engine}")
     ensure_artifacts(target, run_dir / "logs")
     config = {"run_id": run_id, "target": str(target.root), "policy": POLICY, "harness": "none",
               "secret_seed": secrets.randbits(62), "sandbox": str(sandbox), "benchmark": _benchmark_info(target),
-              "baseline": {"budget_h": budget_h, "trials": trials, **target.spec.baseline.model_dump(mode="json")}}
+              "baseline": {**target.spec.baseline.model_dump(mode="json"), "budget_h": budget_h, "trials": trials,
+                           "engine": engine, "seed_runs": target.spec.baseline.seed_runs if seed_runs is None
+                           else seed_runs}}
     store = RunStore.create(run_dir)
     store.init_run(run_id, str(target.root), POLICY, config, build_manifest(target))
     store.close()
     return run_dir
+
+
+def check_engine(target: Target, engine: Engine, where: str) -> None:
+    """Run the engine's ``check`` (in the target's directory); a failure says what it printed and what to do."""
+    if engine.check is None:
+        return
+    argv = target.render(engine.check)
+    try:
+        done = subprocess.run(argv, cwd=target.root, env=clean_env(), capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TargetError(str(target.file), f"{where}.check", f"{' '.join(argv)} could not run: {e}") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip())[-800:] or f"exit {done.returncode}"
+        raise TargetError(str(target.file), f"{where}.check", f"the engine cannot run here: {said}")
+
+
+def engine_readable(target: Target, engine: Engine) -> list[Path]:
+    """The engine's ``readable`` paths, relative ones from the target's directory."""
+    return [(target.root / p).resolve() for p in target.render(engine.readable)]
 
 
 class BaselineRun:
@@ -75,9 +104,11 @@ class BaselineRun:
         self.target = load_target(self.config["target"])
         assert self.target.spec.baseline is not None
         self.space = self.target.spec.baseline
+        self.engine_name: str | None = self.config["baseline"].get("engine")
+        self.engine = self.space.engine(self.engine_name)
         self.progress = progress or (lambda s: None)
         mode = SandboxMode(self.config["sandbox"])
-        artifacts = list(self.target.artifact_paths().values())
+        artifacts = [*self.target.artifact_paths().values(), *engine_readable(self.target, self.engine)]
         self.sandbox = Sandbox.for_run(mode, self.dir, self.target.root, artifacts)
         self.jail = candidate_jail(self.sandbox, self.target, self.dir)
         self.workspace = Workspace(self.dir)
@@ -110,9 +141,9 @@ class BaselineRun:
         if self.target.spec.benchmark.audit_samples != 0 and not audits(self.target):
             self.progress("note: the benchmark command does not write {responses}, so answers are not audited")
         spec = self.target.spec.benchmark
-        sampler = make_sampler(self.space.sampler, self.space.params, self.config["secret_seed"] % 2**31,
+        sampler = make_sampler(self.space.sampler, self.engine.params, self.config["secret_seed"] % 2**31,
                                spec.direction)
-        seed_runs = self.space.seed_runs if self.target.seed_dir is not None else 0
+        seed_runs = self.config["baseline"]["seed_runs"] if self.target.seed_dir is not None else 0
         n, done = 0, 0
         while True:
             if n > 0 and time.monotonic() - started > budget_s:
@@ -159,11 +190,11 @@ class BaselineRun:
     def _trial(self, n: int, seed: str, values: dict[str, Value]) -> float | None:
         """One setting of the stock engine through every gate; returns its metric, None if a gate failed it."""
         base = self.target.spec.deliverable
-        argv = with_values(self.space.start, values)
-        deliverable = Deliverable(start=argv, ready_url=self.space.ready_url or base.ready_url,
-                                  ready_timeout_s=self.space.ready_timeout_s or base.ready_timeout_s)
+        argv = with_values(self.engine.start, values)
+        deliverable = Deliverable(start=argv, ready_url=self.engine.ready_url or base.ready_url,
+                                  ready_timeout_s=self.engine.ready_timeout_s or base.ready_timeout_s)
         said = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "as written"
-        task = Task(start_commit=seed, brief=" ".join(argv), title=f"stock engine: {said}")
+        task = Task(start_commit=seed, brief=" ".join(argv), title=f"{self.engine_name or 'stock engine'}: {said}")
         self.progress(f"round {n}: {task.title}")
         workdir = self.workspace.worktree(f"r{n:03d}", seed)
         (workdir / TRIAL_FILE).write_text(json.dumps({"start": argv, "params": values}, indent=2) + "\n")

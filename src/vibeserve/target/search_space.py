@@ -47,36 +47,65 @@ class Param(BaseModel):
         return isinstance(self.low, int) and isinstance(self.high, int) and isinstance(self.step or 1, int)
 
 
-class Baseline(BaseModel):
-    """The ``[baseline]`` table (docs/targets.md)."""
+class Engine(BaseModel):
+    """One stock engine: how to start it and the settings to search."""
 
     model_config = ConfigDict(extra="forbid")
     start: list[str] = Field(min_length=1)
     ready_url: str | None = None  # unset: [deliverable].ready_url
     ready_timeout_s: float | None = Field(default=None, gt=0)  # unset: [deliverable].ready_timeout_s
-    sampler: Literal["tpe", "random"] = "tpe"
-    seed_runs: int = Field(default=3, ge=0)  # the seed deliverable measured this many times (best-of-N)
+    readable: list[str] = Field(default_factory=list)  # more paths the engine reads in the candidate sandbox
+    check: list[str] | None = None  # run once before the run is made: non-zero = the engine is not usable here
     params: dict[str, Param] = Field(default_factory=dict)
 
 
+class Baseline(Engine):
+    """The ``[baseline]`` table (docs/targets.md): the default engine, and others in ``[baseline.engines.NAME]``."""
+
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed_runs: int = Field(default=3, ge=0)  # the seed deliverable measured this many times (best-of-N)
+    engines: dict[str, Engine] = Field(default_factory=dict)
+
+    def engine(self, name: str | None) -> Engine:
+        """The engine ``vibeserve baseline --engine NAME`` searches; None: the table's own."""
+        if name is None:
+            return self
+        if name not in self.engines:
+            known = ", ".join(sorted(self.engines)) or "none besides the default"
+            raise KeyError(f"no [baseline.engines.{name}] in the target (engines: {known})")
+        return self.engines[name]
+
+
 def space_problems(baseline: Baseline, artifacts: dict[str, str]) -> list[tuple[str, str]]:
-    """Parameter names that are usable placeholders, and placeholders in ``start`` that name something known."""
+    """For the default engine and each other one: parameter names that are usable placeholders, and
+    placeholders that name something known."""
+    problems = _engine_problems("baseline", baseline, artifacts)
+    for name, engine in baseline.engines.items():
+        if not NAME.match(name):
+            problems.append((f"baseline.engines.{name}", "an engine's name must be lowercase letters, digits and "
+                             "underscores"))
+        problems += _engine_problems(f"baseline.engines.{name}", engine, artifacts)
+    return problems
+
+
+def _engine_problems(where: str, engine: Engine, artifacts: dict[str, str]) -> list[tuple[str, str]]:
     from vibeserve.target.spec import PLACEHOLDER
 
     problems = []
-    for name in baseline.params:
+    for name in engine.params:
         if not NAME.match(name) or name in RESERVED:
-            problems.append((f"baseline.params.{name}", "a parameter's name must be lowercase letters, digits and "
+            problems.append((f"{where}.params.{name}", "a parameter's name must be lowercase letters, digits and "
                              f"underscores, and none of {', '.join(sorted(RESERVED))}"))
-    known = RESERVED | set(baseline.params)
-    for arg in [*baseline.start, baseline.ready_url or ""]:
-        for name in PLACEHOLDER.findall(arg):
-            head, _, tail = name.partition(".")
-            if head == "artifacts" and tail in artifacts:
-                continue
-            if name not in known:
-                problems.append(("baseline.start", f"unknown placeholder {{{name}}}; allowed here: port, python, "
-                                 f"target, artifacts.NAME and the parameters ({', '.join(baseline.params) or 'none'})"))
+    fields = {"start": (engine.start, RESERVED | set(engine.params)), "ready_url": ([engine.ready_url or ""], RESERVED),
+              "readable": (engine.readable, {"target"}), "check": (engine.check or [], {"target", "python"})}
+    for key, (args, known) in fields.items():
+        for arg in args:
+            for name in PLACEHOLDER.findall(arg):
+                head, _, tail = name.partition(".")
+                if head == "artifacts" and tail in artifacts or name in known:
+                    continue
+                allowed = ", ".join([*sorted(known), "artifacts.NAME"])
+                problems.append((f"{where}.{key}", f"unknown placeholder {{{name}}}; allowed here: {allowed}"))
     return problems
 
 
