@@ -4,7 +4,11 @@ at a glance, durations, and Markdown-safe cells."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from vibeserve.gates.gain import fmt, fmt_factor
 
@@ -80,3 +84,15 @@ def md_cell(text: Any) -> str:
     for ch in ("\\", "|", "<", ">", "`", "[", "]"):
         s = s.replace(ch, "\\" + ch)
     return s
+
+
+def template_env(folder: Path, autoescape: bool | Callable[[str | None], bool], **options: Any) -> Environment:
+    """Jinja for a folder of templates with the filters both the report and the dashboard format by."""
+    from vibeserve.report.tables import short_sha
+    env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined, autoescape=autoescape,
+                      trim_blocks=True, lstrip_blocks=True, **options)
+    env.filters.update(
+        metric=fmt_metric, duration=fmt_duration, share=fmt_share, gain=fmt_gain, versus=versus,
+        samples=fmt_samples, tokens=fmt_tokens, cost=fmt_cost, md=md_cell, short=lambda c: short_sha(c) or MISSING,
+    )
+    return env

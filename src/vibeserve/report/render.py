@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, select_autoescape
 
 from vibeserve.report.formats import (
-    MISSING,
-    fmt_cost,
-    fmt_duration,
-    fmt_gain,
-    fmt_metric,
-    fmt_samples,
-    fmt_share,
-    fmt_tokens,
-    md_cell,
-    versus,
+    template_env,
 )
 from vibeserve.report.plot import trajectory_png
 from vibeserve.report.round_detail import round_details
@@ -29,7 +20,6 @@ from vibeserve.report.tables import (
     role_total,
     round_rows,
     run_summary,
-    short_sha,
 )
 from vibeserve.store import RunStore, steering
 
@@ -37,19 +27,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _env() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        metric=fmt_metric, duration=fmt_duration, share=fmt_share, gain=fmt_gain, versus=versus,
-        samples=fmt_samples, tokens=fmt_tokens, cost=fmt_cost, md=md_cell, short=lambda c: short_sha(c) or MISSING,
-    )
-    return env
+    return template_env(TEMPLATES, select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+                        keep_trailing_newline=True)
 
 
 def report_context(store: RunStore, out_dir: Path) -> dict[str, Any]:

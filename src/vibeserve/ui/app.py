@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -23,18 +23,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibeserve.errors import StoreError
-from vibeserve.report.formats import (
-    MISSING,
-    fmt_cost,
-    fmt_duration,
-    fmt_gain,
-    fmt_metric,
-    fmt_samples,
-    fmt_share,
-    fmt_tokens,
-    versus,
-)
-from vibeserve.report.tables import issue_rows, notices, role_table, role_total, run_summary, short_sha
+from vibeserve.report.formats import template_env
+from vibeserve.report.tables import issue_rows, notices, role_table, role_total, run_summary
 from vibeserve.store import steering
 from vibeserve.ui.chart import trajectory_svg
 from vibeserve.ui.data import (
@@ -123,11 +113,7 @@ class Guard:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), undefined=StrictUndefined, autoescape=True,
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(metric=fmt_metric, duration=fmt_duration, share=fmt_share, gain=fmt_gain, versus=versus,
-                       samples=fmt_samples, tokens=fmt_tokens, cost=fmt_cost, short=lambda c: short_sha(c) or MISSING)
-    return env
+    return template_env(HERE / "templates", autoescape=True)
 
 
 def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> HTMLResponse:
