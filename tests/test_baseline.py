@@ -142,6 +142,9 @@ start = ["python", "{target}/../stock/engine.py", "--port", "{port}", "--score",
 readable = ["../stock"]
 check = ["python", "-c", "import pathlib, sys; sys.exit(0 if pathlib.Path('../stock/engine.py').is_file() else 'the stock engine is not installed: put it in ../stock')"]
 
+[baseline.engines.outside.limits]   # it writes a 2 MiB file at start, over the target's log_mb = 1
+log_mb = 4
+
 [baseline.engines.outside.params.score]
 choices = [3.0]
 """
@@ -159,7 +162,10 @@ def test_another_engine_runs_boxed_from_its_own_readable_folder_after_its_check(
     assert "the stock engine is not installed" in missing.stderr and "Traceback" not in missing.stderr
     assert not (runs / "b0").exists()
     (tmp_path / "stock").mkdir()
-    (tmp_path / "stock" / "engine.py").write_text(ENGINE)
+    big_file = "import os; open(os.path.join(os.environ.get('TMPDIR', '/tmp'), 'queue'), 'wb').write(bytes(2 << 20))\n"
+    (tmp_path / "stock" / "engine.py").write_text(big_file + ENGINE)
+    toml = root / "target.toml"
+    toml.write_text(toml.read_text() + "\n[limits]\nlog_mb = 1\n")
     out = cli("baseline", str(root), "--budget-h", "1", "--engine", "outside", "--seed-runs", "1", "--runs-dir",
               str(runs), "--run-id", "b4", "--no-report", check=True)
     assert "search space used up" in out.stdout

@@ -60,9 +60,10 @@ class CandidateJail(BaseModel):
         return self.mode is SandboxMode.BWRAP or self.unshare
 
 
-def candidate_jail(sandbox: Sandbox, target: Target, run_dir: Path) -> CandidateJail:
-    """How a run confines and limits its candidates."""
-    limits = CandidateLimits.from_spec(target.spec.limits, target.spec.hardware.backend)
+def candidate_jail(sandbox: Sandbox, target: Target, run_dir: Path, changed_limits: dict | None = None) -> CandidateJail:
+    """How a run confines and limits its candidates (``changed_limits``: ``[limits]`` keys set otherwise)."""
+    spec = target.spec.limits.model_copy(update=changed_limits or {})
+    limits = CandidateLimits.from_spec(spec, target.spec.hardware.backend)
     artifacts = list(target.artifact_paths().values())
     if sandbox.active:  # what the run's sandboxes may read: the target, its artifacts, a stock engine's folders
         readable = [*sandbox.readable, *(p for p in [target.root, *artifacts] if p not in sandbox.readable)]

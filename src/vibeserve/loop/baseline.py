@@ -110,7 +110,9 @@ class BaselineRun:
         mode = SandboxMode(self.config["sandbox"])
         artifacts = [*self.target.artifact_paths().values(), *engine_readable(self.target, self.engine)]
         self.sandbox = Sandbox.for_run(mode, self.dir, self.target.root, artifacts)
-        self.jail = candidate_jail(self.sandbox, self.target, self.dir)
+        self.jail = candidate_jail(self.sandbox, self.target, self.dir)  # the seed's
+        changed = self.engine.limits.model_dump(exclude_none=True) if self.engine.limits else None
+        self.engine_jail = candidate_jail(self.sandbox, self.target, self.dir, changed)  # the stock engine's
         self.workspace = Workspace(self.dir)
 
     def close(self) -> None:
@@ -165,7 +167,8 @@ class BaselineRun:
         return RoundEnv(target=self.target, store=self.store, workspace=self.workspace, agents=None,  # type: ignore[arg-type]
                         logs=self.dir / "logs", bench_lock=self.dir.parent / ".benchmark.lock", prompt_context={},
                         best_metric=run.best_metric, progress=self.progress, run_seed=self.config["secret_seed"],
-                        sandbox=self.sandbox, jail=self.jail, deliverable=deliverable)
+                        sandbox=self.sandbox, jail=self.jail if deliverable is None else self.engine_jail,
+                       deliverable=deliverable)
 
     def _gates(self, env: RoundEnv, n: int, sha: str, workdir: Path) -> list[GateVerdict]:
         verdicts: list[GateVerdict] = []

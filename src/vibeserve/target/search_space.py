@@ -47,6 +47,17 @@ class Param(BaseModel):
         return isinstance(self.low, int) and isinstance(self.high, int) and isinstance(self.step or 1, int)
 
 
+class EngineLimits(BaseModel):
+    """``[limits]`` keys that differ for one engine's trials (a stock engine is not a candidate: vLLM hands
+    work to its workers through shared-memory files far larger than a candidate's logs may grow)."""
+
+    model_config = ConfigDict(extra="forbid")
+    memory_mb: int | None = Field(default=None, gt=0)
+    processes: int | None = Field(default=None, gt=0)
+    log_mb: int | None = Field(default=None, gt=0)
+    tmp_mb: int | None = Field(default=None, gt=0)
+
+
 class Engine(BaseModel):
     """One stock engine: how to start it and the settings to search."""
 
@@ -56,6 +67,7 @@ class Engine(BaseModel):
     ready_timeout_s: float | None = Field(default=None, gt=0)  # unset: [deliverable].ready_timeout_s
     readable: list[str] = Field(default_factory=list)  # more paths the engine reads in the candidate sandbox
     check: list[str] | None = None  # run once before the run is made: non-zero = the engine is not usable here
+    limits: EngineLimits | None = None  # unset: the target's [limits]
     params: dict[str, Param] = Field(default_factory=dict)
 
 
