@@ -46,7 +46,7 @@ from vibeserve.profiling.nsys import (
 )
 from vibeserve.profiling.session import GO, HANDSHAKE_S, LOAD_DONE, READY, STOPPED, ProfileJob, SessionResult
 from vibeserve.profiling.stacks import WAITING, Stacks, torch_ops
-from vibeserve.sandbox import Sandbox, SandboxMode
+from vibeserve.sandbox import Sandbox, SandboxMode, toolchain
 from vibeserve.target.spec import load_target
 
 PYSPY_HINT = "install it with `pip install py-spy` (scripts/setup.sh does)"
@@ -174,9 +174,11 @@ def plan_nsys(job: ProfileJob, backend: str) -> tuple[ProfileJob, NsysCommands |
                            f"target ({NSYS_HINT}); below is the host side only (py-spy), plus the candidate's own "
                            "PyTorch profile if it offers /start_profile.")
     cmds = NsysCommands.for_profile(binary, job.out_dir)
-    jail = job.jail
-    if jail.mode is SandboxMode.BWRAP:  # the candidate's sandbox must show it nsys's own files
-        jail = jail.model_copy(update={"readable": [*jail.readable, install_root(binary)]})
+    jail, root = job.jail, install_root(binary)
+    # The candidate's sandbox must show it nsys's own files: most installs are under /usr or /opt, which it
+    # sees already; never a folder as wide as / or /home.
+    if jail.mode is SandboxMode.BWRAP and len(root.parts) > 2 and not any(root.is_relative_to(t) for t in toolchain()):
+        jail = jail.model_copy(update={"readable": [*jail.readable, root]})
     return job.model_copy(update={"wrap": cmds.launch([]), "jail": jail, "stop_wait_s": HANDSHAKE_S + 420}), cmds, ""
 
 
