@@ -44,23 +44,40 @@ ENGINE_EDITS = [
     ("torch.tensor([[next_id]])", 'torch.tensor([[next_id]], device="cuda")'),
 ]
 TORCH_HOOK = '''
-    _recording = None  # the PyTorch profiler between /start_profile and /stop_profile
+    # The PyTorch profiler between /start_profile and /stop_profile, on a thread of its own: it must be
+    # started and stopped on one thread, and each request has its own; it records every thread's operators.
+    _recording = None
 
     def _profile(self, start: bool) -> None:
+        import threading
+
+        import torch
         import torch.profiler as tp
 
         cls = type(self)
         if start:
-            cls._recording = tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA])
-            cls._recording.__enter__()
+            started, stop = threading.Event(), threading.Event()
+
+            def record() -> None:
+                every_thread = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+                with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA],
+                                experimental_config=every_thread) as prof:
+                    started.set()
+                    stop.wait()
+                prof.export_chrome_trace("/tmp/torch-trace.json")
+
+            thread = threading.Thread(target=record, daemon=True)
+            thread.start()
+            started.wait(60)
+            cls._recording = (thread, stop)
             self._json(200, {"recording": True})
             return
-        recording, cls._recording = cls._recording, None
-        if recording is None:
+        if cls._recording is None:
             self._error(400, "not recording")
             return
-        recording.__exit__(None, None, None)
-        recording.export_chrome_trace("/tmp/torch-trace.json")
+        (thread, stop), cls._recording = cls._recording, None
+        stop.set()
+        thread.join(120)
         with open("/tmp/torch-trace.json", "rb") as f:
             body = f.read()
         self.send_response(200)
