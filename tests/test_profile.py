@@ -22,6 +22,7 @@ from vibeserve.gates.server import ServerNotReady
 from vibeserve.harness.scripted import ScriptedHarness
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.profiling.listing import round_profiles
 from vibeserve.profiling.nsys import GpuSummary, in_namespaces, install_root, read_stats
 from vibeserve.profiling.profile_mcp import ProfileContext, for_call
 from vibeserve.profiling.runner import ProfileFailed, benchmark_lock, plan_nsys
@@ -309,7 +310,7 @@ def test_nsys_command_lines_for_a_cuda_target(tmp_path: Path, toy: Path, monkeyp
     assert "`nsys` is not on PATH, so no GPU timeline was recorded for this CUDA target" in said
 
 
-def test_nsys_stats_output_is_read_and_summarised() -> None:
+def test_nsys_stats_output_is_read_and_summarised(tmp_path: Path) -> None:
     kernels = (NSYS_OUTPUT / "dotllm_cuda_gpu_kern_sum.csv").read_text()
     memops = (NSYS_OUTPUT / "vllm7599_cuda_gpu_mem_time_sum.txt").read_text()
     api = (NSYS_OUTPUT / "dotllm_cuda_api_sum.csv").read_text()
@@ -335,6 +336,13 @@ def test_nsys_stats_output_is_read_and_summarised() -> None:
     assert re.search(r"50\.1%\s+99\.39 ms\s+32 x  flash_attention_prefill_f16\n", text)
     assert re.search(r"65\.\d%\s+1417\.58 ms\s+293 calls  cuMemcpyHtoD_v2", text)
     assert "Nsight Systems recorded no kernel" in GpuSummary.from_csv().text(10.0)
+    # the report's and dashboard's list of a round's profiles names the GPU's side too
+    folder = tmp_path / "logs" / "r002" / "a1" / "profiles" / "evaluator-1"
+    folder.mkdir(parents=True)
+    (folder / "profile.json").write_text(json.dumps({"samples": 200, "parts": {MODEL: 120}, "gpu": meta}))
+    (entry,) = round_profiles(tmp_path / "logs", 2)
+    assert entry.ok and entry.headline == "model forward 60% of 200 samples; GPU 7% in kernels, top " \
+        "flash_attention_prefill_f16 50%"
 
 
 def test_a_candidate_that_does_not_start_under_its_profiler_is_started_without_it(tmp_path: Path, toy: Path) -> None:
