@@ -21,10 +21,9 @@ against no profiler, both from the medians and as the median of each repeat's pa
 
 Figures taken, all on a shared 2-core machine with a load average of 13 to 18 from other work (so upper
 bounds, not clean figures): tiny-llama, 10 s of load, 3 calls: 56.4, 60.4, 63.6 s each; SmolLM2, 45 s of
-load: 100.1 s (87.7 s with --native). --slowdown, 6 repeats on tiny-llama, load average 11.6 to 14.0:
-median throughput 111.5 tok/s without py-spy, 116.0 with it (paired ratio 0.89: not told from noise),
-53.2 with --native (ratio 0.42), 93.6 with --nonblocking (0.81). The tables and an example summary are in
-docs/profiling.md.
+load: 100.1 s (87.7 s with --native). --slowdown on tiny-llama, two runs of 6 repeats, load average 11.6
+to 14.3: median paired ratio to no profiler 1.01 with py-spy (0.63 to 1.78: not told from noise), 0.46 with
+--native, 0.82 with --nonblocking. The tables and an example summary are in docs/profiling.md.
 """
 
 from __future__ import annotations
