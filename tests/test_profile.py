@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -17,11 +18,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import REPO, cli
+from vibeserve.gates.server import ServerNotReady
 from vibeserve.harness.scripted import ScriptedHarness
 from vibeserve.jail import candidate_jail
 from vibeserve.loop.setup import ensure_artifacts
+from vibeserve.profiling.listing import round_profiles
+from vibeserve.profiling.nsys import GpuSummary, in_namespaces, install_root, read_stats
 from vibeserve.profiling.profile_mcp import ProfileContext, for_call
-from vibeserve.profiling.runner import ProfileFailed, benchmark_lock
+from vibeserve.profiling.runner import ProfileFailed, benchmark_lock, plan_nsys
+from vibeserve.profiling.session import ProfileJob, WrappedServer, start_server
 from vibeserve.profiling.stacks import HTTP, MODEL, TOKENIZER, WAITING, Stacks
 from vibeserve.sandbox import Sandbox
 from vibeserve.target.scaffold import SERVER
@@ -31,6 +36,7 @@ from vibeserve.types import AgentCall, Role
 from vibeserve.ui import RunSource, create_app
 
 TINY = REPO / "examples" / "targets" / "tiny-llama"
+NSYS_OUTPUT = Path(__file__).parent / "fixtures" / "nsys"  # real `nsys stats` output; README.md names its sources
 EVAL = {"analysis": "see the profile", "hints": ["profiles/evaluator-1: look at the forward"]}
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -238,3 +244,155 @@ def test_a_run_gives_the_implementer_and_evaluator_the_profiler_and_the_report_l
     # a profile is no gate: the store's gates are the round's own
     gates = sqlite3.connect(runs / "t1" / "run.db").execute("SELECT gate FROM gates WHERE round = 1").fetchall()
     assert [g for (g,) in gates] == ["accuracy", "benchmark"]
+
+
+def declare_cuda(target_root: Path) -> Path:
+    """The target as if written for a CUDA machine: only its `[hardware]` backend changes."""
+    toml = target_root / "target.toml"
+    text = toml.read_text()
+    assert 'backend = "cpu"' in text
+    toml.write_text(text.replace('backend = "cpu"', 'backend = "cuda"', 1))
+    return target_root
+
+
+def path_without_nsys() -> str:
+    return ":".join(d for d in os.environ["PATH"].split(":") if not (Path(d) / "nsys").exists())
+
+
+@needs_bwrap
+def test_nsys_command_lines_for_a_cuda_target(tmp_path: Path, toy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An Nsight Systems install laid out as NVIDIA's packages do; nothing here runs it, only its path is used.
+    nsys = tmp_path / "opt" / "nvidia" / "nsight-systems" / "2024.5.1" / "bin" / "nsys"
+    nsys.parent.mkdir(parents=True)
+    nsys.write_text("#!/bin/sh\nexit 99\n")
+    nsys.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{nsys.parent}:{path_without_nsys()}")
+    target = load_target(toy)
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    out = tmp_path / "profiles" / "evaluator-2"
+    sandbox = Sandbox.for_run("bwrap", run_dir, target.root, target.artifact_paths().values())
+    job = ProfileJob(target_root=toy, workdir=toy / "seed", out_dir=out, jail=candidate_jail(sandbox, target, run_dir))
+    # a CPU target: no nsys, no note
+    assert plan_nsys(job, "cpu") == (job, None, "")
+    planned, cmds, note = plan_nsys(job, "cuda")
+    assert note == "" and cmds is not None and cmds.binary == str(nsys)
+    session = cmds.session
+    assert session.startswith("vibeserve-") and session.endswith("-evaluator-2")
+    assert planned.wrap == [str(nsys), "launch", f"--session-new={session}", "--trace=cuda,nvtx,osrt",
+                            "--trace-fork-before-exec=true", "--cuda-graph-trace=node", "--wait=all"]
+    # the deliverable's own command follows the prefix; the profiler finds the candidate by that command
+    server = WrappedServer(target, toy / "seed", out, "server", jail=planned.jail, wrap=planned.wrap)
+    assert server.deliverable_argv == ["python", "server.py", "--port", str(server.port)]
+    assert server.argv == [*planned.wrap, *server.deliverable_argv]
+    # the candidate's sandbox shows it nsys's installation, read-only
+    assert install_root(str(nsys)) == nsys.parents[1]
+    boxed = planned.jail.argv(server.argv, toy / "seed")
+    i = boxed.index("--")
+    assert boxed[i + 1:] == server.argv
+    assert any(boxed[j:j + 3] == ["--ro-bind", str(nsys.parents[1]), str(nsys.parents[1])] for j in range(i))
+    assert planned.stop_wait_s > job.stop_wait_s  # nsys writes its report before the candidate stops
+    # the recording is opened and closed in the candidate's namespaces, the report written in its /tmp
+    assert cmds.output == f"/tmp/{session}"
+    assert cmds.start() == [str(nsys), "start", f"--session={session}", f"--output=/tmp/{session}",
+                            "--force-overwrite=true", "--sample=none", "--cpuctxsw=none"]
+    assert cmds.stop() == [str(nsys), "stop", f"--session={session}"]
+    assert in_namespaces(cmds.stop(), 4242) == ["nsenter", "--target", "4242", "--pid", "--mount", "--net", "--ipc",
+                                                "--", *cmds.stop()]
+    rep = out / "nsys.nsys-rep"
+    assert cmds.stats("cuda_gpu_kern_sum", rep, export=True) == [
+        str(nsys), "stats", "--report", "cuda_gpu_kern_sum", "--format", "csv", "--force-export=true", str(rep)]
+    assert cmds.stats("cuda_api_sum", rep, export=False)[-2] == "--force-export=false"
+    # without nsys on PATH a CUDA target is profiled as before, and the summary will say why
+    monkeypatch.setenv("PATH", path_without_nsys())
+    unplanned, none, said = plan_nsys(job, "cuda")
+    assert unplanned == job and none is None
+    assert "`nsys` is not on PATH, so no GPU timeline was recorded for this CUDA target" in said
+
+
+def test_nsys_stats_output_is_read_and_summarised(tmp_path: Path) -> None:
+    kernels = (NSYS_OUTPUT / "dotllm_cuda_gpu_kern_sum.csv").read_text()
+    memops = (NSYS_OUTPUT / "vllm7599_cuda_gpu_mem_time_sum.txt").read_text()
+    api = (NSYS_OUTPUT / "dotllm_cuda_api_sum.csv").read_text()
+    header, rows = read_stats(memops)  # what nsys prints before and after the report is left out
+    assert header[0] == "Time (%)" and header[-1] == "Operation" and len(rows) == 4
+    assert rows[0]["Operation"] == "[CUDA memcpy Host-to-Device]" and rows[0]["Total Time (ns)"] == "2472025475"
+    assert read_stats(memops.splitlines()[0]) == ([], [])  # no report in it: no rows
+    gpu = GpuSummary.from_csv(kernels=kernels, memops=memops, api=api)
+    assert [(r.name, r.total_ns, r.count) for r in gpu.kernels[:2]] == [
+        ("flash_attention_prefill_f16", 99385786, 32), ("dequant_q4_k_f16", 37727461, 193)]
+    assert len(gpu.kernels) == 15 and sum(r.count for r in gpu.kernels) == 679
+    assert gpu.kernel_ns == 198511027
+    assert gpu.memop_ns == 2472025475 + 66765576 + 16075754 + 4058353
+    assert (gpu.api[0].name, gpu.api[0].count) == ("cuMemcpyHtoD_v2", 293)
+    meta = gpu.as_json()
+    assert meta["top_kernel"] == "flash_attention_prefill_f16"
+    assert meta["top_kernel_share"] == pytest.approx(99385786 / 198511027)
+    assert meta["kernel_share"] == pytest.approx(198511027 / (198511027 + gpu.memop_ns))
+    text = gpu.text(window_s=20.0)
+    assert "0.199 s of kernels (679 launches) and 2.559 s of memory operations" in text
+    assert "GPU time: 7.2% in kernels, 92.8% in memory copies and sets (memcpy Host-to-Device 89.6%" in text
+    assert "Kernels kept the GPU busy about 1% of the window (the rest of the time the GPU waited on the host" in text
+    assert re.search(r"50\.1%\s+99\.39 ms\s+32 x  flash_attention_prefill_f16\n", text)
+    assert re.search(r"65\.\d%\s+1417\.58 ms\s+293 calls  cuMemcpyHtoD_v2", text)
+    assert "Nsight Systems recorded no kernel" in GpuSummary.from_csv().text(10.0)
+    # the report's and dashboard's list of a round's profiles names the GPU's side too
+    folder = tmp_path / "logs" / "r002" / "a1" / "profiles" / "evaluator-1"
+    folder.mkdir(parents=True)
+    (folder / "profile.json").write_text(json.dumps({"samples": 200, "parts": {MODEL: 120}, "gpu": meta}))
+    (entry,) = round_profiles(tmp_path / "logs", 2)
+    assert entry.ok and entry.headline == "model forward 60% of 200 samples; GPU 7% in kernels, top " \
+        "flash_attention_prefill_f16 50%"
+
+
+def test_a_candidate_that_does_not_start_under_its_profiler_is_started_without_it(tmp_path: Path, toy: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    job = ProfileJob(target_root=toy, workdir=toy / "seed", out_dir=out,
+                     wrap=["sh", "-c", "echo cannot start the profiler here >&2; exit 7", "wrap"])
+    server, why = start_server(job)
+    try:
+        assert server.wrap == [] and server.exited is None  # it runs, as itself
+        assert "exited with code 7 before it was ready" in why and "cannot start the profiler here" in why
+        assert "cannot start the profiler here" in (out / "server-wrapped.stderr").read_text()
+    finally:
+        server.stop()
+    # a candidate that does not start either way is the candidate's own failure, said as such
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "server.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(ServerNotReady, match="exited with code 3 before it was ready"):
+        start_server(job.model_copy(update={"workdir": tmp_path / "broken"}))
+
+
+@needs_bwrap
+def test_a_cuda_target_without_nsys_is_profiled_on_the_host_and_the_summary_says_so(
+        tmp_path: Path, toy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", path_without_nsys())
+    tree = shutil.copytree(toy / "seed", tmp_path / "tree")
+    res, run_dir = scripted_profile(tmp_path, declare_cuda(toy), tree, {"seconds": 3, "native": False})
+    assert not res["is_error"], res["text"]
+    out = run_dir / "logs" / "r001" / "a1" / "profiles" / "evaluator-1"
+    assert "Nsight Systems: `nsys` is not on PATH, so no GPU timeline was recorded for this CUDA target" in res["text"]
+    assert "install Nsight Systems' CLI" in res["text"]
+    meta = json.loads((out / "profile.json").read_text())
+    assert meta["gpu"] == {} and "not on PATH" in meta["gpu_note"] and meta["samples"] > 0
+    assert (out / "flamegraph.svg").is_file() and not list(out.glob("nsys*"))
+    assert "--nonblocking" not in (out / "py-spy.argv").read_text()  # nothing records a GPU timeline to spare
+
+
+@pytest.mark.long
+@needs_bwrap
+def test_tiny_llama_declared_cuda_without_nsys_finds_the_model_forward_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", path_without_nsys())
+    target_root = declare_cuda(shutil.copytree(TINY, tmp_path / "tiny-llama", ignore=shutil.ignore_patterns(
+        "__pycache__", "artifacts")))
+    (target_root / "artifacts").symlink_to(TINY / "artifacts")
+    ensure_artifacts(load_target(TINY), tmp_path / "setup-logs")
+    tree = shutil.copytree(TINY / "seed", tmp_path / "tree", ignore=shutil.ignore_patterns("__pycache__"))
+    res, run_dir = scripted_profile(tmp_path, target_root, tree, {"seconds": 5, "native": False})
+    assert not res["is_error"], res["text"]
+    text = res["text"]
+    assert "`nsys` is not on PATH, so no GPU timeline was recorded for this CUDA target" in text
+    share = re.search(rf"(\d+\.\d)%  {MODEL}\n", text)
+    assert share and float(share[1]) > 0, text

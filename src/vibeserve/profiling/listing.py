@@ -52,6 +52,13 @@ def _headline(folder: Path) -> tuple[str, bool]:
         error = folder / "error.txt"
         said = error.read_text(errors="replace").strip().splitlines()[:1] if error.is_file() else []
         return (f"no profile: {said[0]}" if said else "no profile (unfinished)"), False
+    gpu = meta.get("gpu") or {}
+    kernels = (f"; GPU {100 * gpu['kernel_share']:.0f}% in kernels, top {_short(gpu['top_kernel'])} "
+               f"{100 * gpu['top_kernel_share']:.0f}%" if gpu.get("top_kernel") else "")
     if not samples:
-        return "no samples", True
-    return f"{MODEL} {100 * parts.get(MODEL, 0) / samples:.0f}% of {samples} samples", True
+        return "no samples" + kernels, True
+    return f"{MODEL} {100 * parts.get(MODEL, 0) / samples:.0f}% of {samples} samples{kernels}", True
+
+
+def _short(kernel: str, width: int = 40) -> str:
+    return kernel if len(kernel) <= width else kernel[: width - 1] + "…"

@@ -3,7 +3,8 @@
 Run as ``python -m vibeserve.profiling.profile_mcp --context FILE``, where FILE is the ``ProfileContext`` the
 round wrote for one agent call: which tree to start, how the run confines candidates, where the profiles
 go. Each call of ``profile`` starts the candidate as a gate would, drives it with the target's benchmark
-load for a bounded time under py-spy, and answers with a short summary; the full profile stays in
+load for a bounded time under py-spy (and Nsight Systems on a CUDA target), and answers with a short
+summary; the full profile stays in
 ``logs/rNNN/aA/profiles/<role>-<n>/``.
 """
 
@@ -88,7 +89,9 @@ def build_server(ctx: ProfileContext) -> MCPServer[Any]:
         benchmark load for `seconds` (at most the run's limit), and sample it with py-spy (`native`: also C/C++
         frames, e.g. inside PyTorch; slower). Returns where the time went (model forward, tokenizer, HTTP
         path, other) and the top frames by self and total time, and names the folder with the flame graph
-        (flamegraph.svg), the speedscope profile and the raw stacks. A profile is slowed by the profiler:
+        (flamegraph.svg), the speedscope profile and the raw stacks. On a CUDA target with Nsight Systems
+        installed it also records the GPU side of the same load (nsys.nsys-rep) and summarises it: top kernels
+        by GPU time, kernels against memory copies, CUDA API calls. A profile is slowed by the profiler:
         it is never a measurement, and it waits while a benchmark runs."""
         secs = min(max(float(seconds), MIN_SECONDS), ctx.max_seconds)
         out = ctx.next_dir()

@@ -1,5 +1,8 @@
 """``profile_candidate``: one profile of a candidate under its target's benchmark load, written to a folder.
 
+On a CUDA target the candidate also starts under Nsight Systems where ``nsys`` is on PATH
+(``vibeserve.profiling.nsys``), which records the GPU's side of the same load.
+
 The session (``vibeserve.profiling.session``) starts the candidate and drives the load, in the judges'
 sandbox when the run has one; py-spy runs here, outside every sandbox, and attaches to the candidate's
 process as the host sees it, so it needs no capability inside the sandboxes and the candidate never sees
@@ -32,9 +35,18 @@ from vibeserve.process import (
     read_tail,
     spawn,
 )
+from vibeserve.profiling.nsys import (
+    NSYS_HINT,
+    REPORT,
+    GpuSummary,
+    NsysCommands,
+    NsysRecorder,
+    find_nsys,
+    install_root,
+)
 from vibeserve.profiling.session import GO, HANDSHAKE_S, LOAD_DONE, READY, STOPPED, ProfileJob, SessionResult
 from vibeserve.profiling.stacks import WAITING, Stacks, torch_ops
-from vibeserve.sandbox import Sandbox
+from vibeserve.sandbox import Sandbox, SandboxMode, toolchain
 from vibeserve.target.spec import load_target
 
 PYSPY_HINT = "install it with `pip install py-spy` (scripts/setup.sh does)"
@@ -149,12 +161,37 @@ def _session_result(out: Path, session: Spawned) -> SessionResult:
                              f"no result; see {session.stderr_path}", detail=read_tail(session.stderr_path, 2000))
 
 
+def plan_nsys(job: ProfileJob, backend: str) -> tuple[ProfileJob, NsysCommands | None, str]:
+    """The job as it runs, the nsys session's commands when there is one, and a note for the summary.
+
+    Only a CUDA target is recorded with nsys; without nsys on PATH the note says so and the profile is
+    py-spy's (and the candidate's own PyTorch profile, when it offers one)."""
+    if backend != "cuda":
+        return job, None, ""
+    binary = find_nsys()
+    if binary is None:
+        return job, None, (f"Nsight Systems: `nsys` is not on PATH, so no GPU timeline was recorded for this CUDA "
+                           f"target ({NSYS_HINT}); below is the host side only (py-spy), plus the candidate's own "
+                           "PyTorch profile if it offers /start_profile.")
+    cmds = NsysCommands.for_profile(binary, job.out_dir)
+    jail, root = job.jail, install_root(binary)
+    # The candidate's sandbox must show it nsys's own files: most installs are under /usr or /opt, which it
+    # sees already; never a folder as wide as / or /home.
+    if jail.mode is SandboxMode.BWRAP and len(root.parts) > 2 and not any(root.is_relative_to(t) for t in toolchain()):
+        jail = jail.model_copy(update={"readable": [*jail.readable, root]})
+    return job.model_copy(update={"wrap": cmds.launch([]), "jail": jail, "stop_wait_s": HANDSHAKE_S + 420}), cmds, ""
+
+
 def profile_candidate(job: ProfileJob, sandbox: Sandbox | None, bench_lock: Path, *, native: bool = False,
                       rate: int = 100, lock_wait_s: float = 600.0) -> Profile:
     """Profile the candidate at ``job.workdir`` into ``job.out_dir``; ``ProfileFailed`` says why not."""
     binary = py_spy()
     out = job.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    spec = load_target(job.target_root).spec
+    job, nsys_cmds, gpu_note = plan_nsys(job, spec.hardware.backend)
+    gpu: GpuSummary | None = None
+    recorder: NsysRecorder | None = None
     with benchmark_lock(bench_lock, lock_wait_s):
         t0 = time.monotonic()
         try:
@@ -164,34 +201,55 @@ def profile_candidate(job: ProfileJob, sandbox: Sandbox | None, bench_lock: Path
         spy: subprocess.Popen | None = None
         note = ""
         try:
-            ready_s = load_target(job.target_root).spec.deliverable.ready_timeout_s + HANDSHAKE_S
+            ready_s = spec.deliverable.ready_timeout_s * (2 if job.wrap else 1) + HANDSHAKE_S
             if not _wait_marker(out, READY, session, ready_s):
                 session.wait(HANDSHAKE_S)
                 res = _session_result(out, session)
                 raise ProfileFailed(f"the candidate did not start: {res.reason}"
                                     + (f"\n{res.detail.strip()}" if res.detail.strip() else ""))
-            argv = json.loads((out / READY).read_text())["argv"]
+            ready = json.loads((out / READY).read_text())
+            argv = ready["argv"]
             pid = candidate_pid(session.pgid, argv)
             if pid is None:
                 raise ProfileFailed(f"the candidate's process ({' '.join(argv)}) was not found under the session")
-            spy, note = _start_py_spy(binary, pid, out, native, rate)
+            if nsys_cmds is not None and not ready.get("wrapped"):
+                gpu_note = (f"Nsight Systems: the candidate did not start under `nsys launch` "
+                            f"({ready.get('unwrapped_because', '')}); it was started without it, so no GPU timeline "
+                            "was recorded (see server-wrapped.stderr).")
+            elif nsys_cmds is not None:
+                recorder = NsysRecorder(nsys_cmds, pid, out)
+                if not recorder.start():
+                    gpu_note, recorder = f"Nsight Systems: {recorder.error}; no GPU timeline was recorded.", None
+            # While nsys records, py-spy samples without stopping the candidate, which would show as gaps
+            # in the GPU timeline.
+            spy, note = _start_py_spy(binary, pid, out, native, rate, nonblocking=recorder is not None)
             (out / GO).touch()
             _wait_marker(out, LOAD_DONE, session, job.seconds + 2 * HANDSHAKE_S + 300)
             _stop_py_spy(spy)
+            if recorder is not None and not recorder.stop():
+                gpu_note, recorder = f"Nsight Systems: {recorder.error}; no GPU timeline was kept.", None
             (out / STOPPED).touch()
             session.wait(HANDSHAKE_S)
         finally:
             if spy is not None and group_alive(spy.pid):
                 kill_group(spy.pid, grace_s=0)
             session.stop()
+        if recorder is not None:  # still under the lock: exporting a report keeps a core busy
+            gpu = recorder.summarise()
+            if gpu is None:
+                gpu_note = f"Nsight Systems recorded {REPORT}.nsys-rep, but `nsys stats` could not read it: {recorder.error}"
         res = _session_result(out, session)
         wall = time.monotonic() - t0
     if not res.ok:
         raise ProfileFailed(res.reason + (f"\n{res.detail.strip()}" if res.detail.strip() else ""))
-    return _write_artifacts(out, job.workdir, res, native, rate, wall, note)
+    window = recorder.window_s if recorder is not None else 0.0
+    return _write_artifacts(out, job.workdir, res, native, rate, wall, note,
+                            gpu=(gpu.text(window) if gpu else gpu_note, gpu.as_json() if gpu else {}),
+                            nonblocking=recorder is not None)
 
 
-def _start_py_spy(binary: str, pid: int, out: Path, native: bool, rate: int) -> tuple[subprocess.Popen, str]:
+def _start_py_spy(binary: str, pid: int, out: Path, native: bool, rate: int,
+                  nonblocking: bool = False) -> tuple[subprocess.Popen, str]:
     """Attach py-spy to ``pid`` (a host pid); returns it and a note for the summary ('' when none).
 
     py-spy tells an idle thread (blocked on a lock or a socket) from a busy one by the thread's id as the
@@ -201,7 +259,8 @@ def _start_py_spy(binary: str, pid: int, out: Path, native: bool, rate: int) -> 
     """
     data = open(out / "stacks.txt", "wb")  # noqa: SIM115 - handed to py-spy, closed below
     argv = [binary, "record", "--subprocesses", "--format", "raw", "--rate", str(rate),
-            "--output", f"/dev/fd/{data.fileno()}", *(["--native"] if native else [])]
+            "--output", f"/dev/fd/{data.fileno()}", *(["--native"] if native else []),
+            *(["--nonblocking"] if nonblocking else [])]
     note, ns_pid = "", _pid_in_own_namespace(pid)
     if ns_pid is not None and os.geteuid() == 0 and shutil.which("nsenter"):
         argv = ["nsenter", "--target", str(pid), "--pid", "--mount", "--", *argv, "--pid", str(ns_pid)]
@@ -251,7 +310,7 @@ def _pid_in_own_namespace(pid: int) -> int | None:
 
 
 def _write_artifacts(out: Path, tree: Path, res: SessionResult, native: bool, rate: int, wall: float,
-                     note: str) -> Profile:
+                     note: str, gpu: tuple[str, dict] = ("", {}), nonblocking: bool = False) -> Profile:
     raw = out / "stacks.txt"
     if not raw.is_file() or (not raw.stat().st_size and "Wrote" not in read_tail(out / "py-spy.log", 4000)):
         raise ProfileFailed(f"py-spy wrote no profile; see {out / 'py-spy.log'}: "
@@ -262,7 +321,8 @@ def _write_artifacts(out: Path, tree: Path, res: SessionResult, native: bool, ra
     load = (f"{res.load_s:.0f} s of the benchmark's load ({res.runs} run(s) of its command"
             + (f", {res.cut} cut at the time limit" if res.cut else "")
             + (f", {res.failed} failed" if res.failed else "") + ")")
-    head = [f"Profile {out.name}: py-spy at {rate} Hz{', native frames' if native else ''}, {load}; "
+    head = [f"Profile {out.name}: py-spy at {rate} Hz{', native frames' if native else ''}"
+            f"{', not stopping the candidate (--nonblocking)' if nonblocking else ''}{', Nsight Systems' if gpu[1] else ''}, {load}; "
             f"started in {res.startup_s:.1f} s, {wall:.0f} s in all.",
             "Not a measurement: the profiler slows the candidate; only the benchmark gate's numbers count."]
     if note:
@@ -273,7 +333,8 @@ def _write_artifacts(out: Path, tree: Path, res: SessionResult, native: bool, ra
     if res.torch and not res.torch.startswith("torch-"):
         head.append(f"PyTorch profiler: {res.torch}.")
     artifacts = [p.name for p in (out / "flamegraph.svg", out / "profile.speedscope.json", raw,
-                                  out / "torch-trace.json", out / "torch-profile.txt") if p.is_file()]
+                                  out / "torch-trace.json", out / "torch-profile.txt", out / f"{REPORT}.nsys-rep",
+                                  *sorted(out.glob(f"{REPORT}_*.csv"))) if p.is_file()]
     ops = []
     if (out / "torch-trace.json").is_file():
         try:
@@ -281,10 +342,12 @@ def _write_artifacts(out: Path, tree: Path, res: SessionResult, native: bool, ra
         except ValueError:
             ops = []
         ops = ["PyTorch profiler (the candidate's own trace), operators by total time:", *ops] if ops else []
-    text = "\n".join([*head, stacks.summary(), *ops, f"Files in {out}: {', '.join(artifacts)}"])
+    gpu_text = [gpu[0]] if gpu[0] else []
+    text = "\n".join([*head, *gpu_text, stacks.summary(), *ops, f"Files in {out}: {', '.join(artifacts)}"])
     (out / "summary.txt").write_text(text + "\n")
     (out / "profile.json").write_text(json.dumps({
         "samples": stacks.total, "rate": rate, "native": native, "parts": stacks.parts(), "wall_s": round(wall, 2),
         "load_s": round(res.load_s, 2), "runs": res.runs, "cut": res.cut, "failed": res.failed,
-        "torch": res.torch, "artifacts": artifacts, "finished_at": time.time()}))
+        "torch": res.torch, "gpu": gpu[1], "gpu_note": "" if gpu[1] else gpu[0], "artifacts": artifacts,
+        "finished_at": time.time()}))
     return Profile(out, text, artifacts)

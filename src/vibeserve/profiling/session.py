@@ -5,7 +5,8 @@ It runs as ``python -P -m vibeserve.profiling.session JOB.json RESULT.json``, in
 when the run has one (the candidate in its own sandbox inside it, exactly as in a gate session), and writes
 nothing but its own output folder. The profiler itself runs outside, in the framework (``runner``), which
 sees the candidate's process from the host; the two speak through marker files in the output folder:
-``ready.json`` (the candidate answers, here is its command), ``go`` (the profiler is sampling),
+``ready.json`` (the candidate answers, here is its command and whether it runs under ``job.wrap``), ``go``
+(the profiler is sampling),
 ``load-done`` (the load is over), ``stopped`` (the profiler has written its output).
 
 The candidate may opt in to the PyTorch profiler (``docs/profiling.md``): it answers ``POST /start_profile``
@@ -45,6 +46,10 @@ class ProfileJob(BaseModel):
     jail: CandidateJail = CandidateJail(mode=SandboxMode.NONE)
     seconds: float = 20.0  # of load, after the candidate is ready
     torch: bool = True  # ask the candidate for a PyTorch profile (used only if it answers /start_profile)
+    # A command the deliverable is started under (``nsys launch ...``); if the candidate does not start under
+    # it, it is started once more without it, and ready.json says so.
+    wrap: list[str] = []
+    stop_wait_s: float = HANDSHAKE_S  # how long the session waits for the profilers to finish after the load
 
 
 class SessionResult(BaseModel):
@@ -115,32 +120,76 @@ def drive_load(job: ProfileJob, server: CandidateServer) -> SessionResult:
     return res
 
 
+class WrappedServer(CandidateServer):
+    """A candidate started under a command prefix (``nsys launch ...``); its own command is ``deliverable_argv``."""
+
+    def __init__(self, *args, wrap: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wrap = list(wrap)
+
+    @property
+    def deliverable_argv(self) -> list[str]:
+        return super().argv
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.wrap, *self.deliverable_argv]
+
+
+def start_server(job: ProfileJob) -> tuple[WrappedServer, str]:
+    """The candidate, started and ready (under ``job.wrap`` when it starts so); and, when it did not start
+    under ``job.wrap`` but did without, why not. ``ServerNotReady`` when it does not start at all."""
+    target = load_target(job.target_root)
+    attempts = [job.wrap, []] if job.wrap else [[]]
+    failed = ""
+    for wrap in attempts:
+        server = WrappedServer(target, job.workdir, job.out_dir, "server-wrapped" if wrap else "server", jail=job.jail,
+                               wrap=wrap)
+        try:
+            server.start()
+            return server, failed
+        except (ServerNotReady, CommandNotRunnable) as e:
+            server.stop()
+            if not wrap:
+                raise
+            detail = getattr(e, "detail", "")
+            failed = f"{e}{': ' + last_line(detail) if detail.strip() and last_line(detail) not in str(e) else ''}"
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def run_session(job: ProfileJob) -> SessionResult:
     """Never raises for the candidate's faults: a server that does not start is a result that says so."""
     out = job.out_dir
-    target = load_target(job.target_root)
-    server = CandidateServer(target, job.workdir, out, "server", jail=job.jail)
     try:
-        with server:
-            (out / READY).write_text(json.dumps({"argv": server.argv, "port": server.port}))
-            if not wait_for(out / GO, HANDSHAKE_S):
-                return SessionResult(ok=False, reason=f"the profiler did not start within {HANDSHAKE_S:.0f} s "
-                                     "of the candidate being ready")
-            torch = ""
-            if job.torch:
-                code, _ = _post(server.url + "/start_profile", 10)
-                torch = "on" if code == 200 else "the candidate does not offer /start_profile"
-            res = drive_load(job, server)
-            if torch == "on":
-                torch = _collect_torch(server.url, out)
-            res = res.model_copy(update={"torch": torch})
-            (out / LOAD_DONE).touch()
-            wait_for(out / STOPPED, HANDSHAKE_S)  # the profiler's last samples are of the live server
-            return res
+        server, unwrapped = start_server(job)
     except ServerNotReady as e:
         return SessionResult(ok=False, reason=str(e), detail=e.detail)
     except CommandNotRunnable as e:
         return SessionResult(ok=False, reason=str(e))
+    try:
+        (out / READY).write_text(json.dumps({"argv": server.deliverable_argv, "port": server.port,
+                                             "wrapped": bool(server.wrap), "unwrapped_because": unwrapped}))
+        if not wait_for(out / GO, HANDSHAKE_S):
+            return SessionResult(ok=False, reason=f"the profiler did not start within {HANDSHAKE_S:.0f} s "
+                                 "of the candidate being ready")
+        torch = ""
+        if job.torch:
+            code, _ = _post(server.url + "/start_profile", 10)
+            torch = "on" if code == 200 else "the candidate does not offer /start_profile"
+        res = drive_load(job, server)
+        if torch == "on":
+            torch = _collect_torch(server.url, out)
+        res = res.model_copy(update={"torch": torch})
+        (out / LOAD_DONE).touch()
+        wait_for(out / STOPPED, job.stop_wait_s)  # the profilers' last samples are of the live server
+        return res
+    except CommandNotRunnable as e:
+        return SessionResult(ok=False, reason=str(e))
+    finally:
+        server.stop()
 
 
 def _collect_torch(url: str, out: Path) -> str:
