@@ -67,7 +67,10 @@ import httpx
 from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate
 from vibeserve.gates.checks import RunFailed, bench_once
 from vibeserve.gates.load import LoadMeter
+from vibeserve.jail import CandidateJail
+from vibeserve.limits import CandidateLimits
 from vibeserve.process import CommandNotRunnable
+from vibeserve.sandbox import SandboxMode
 from vibeserve.target.spec import Target, load_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +136,14 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
     return out
 
 
+def jail_for(name: str) -> CandidateJail | None:
+    """A stock engine is not a candidate: vLLM's engine hands work to its workers through shared-memory
+    files far larger than the 64 MiB a candidate's files may reach, so it runs without that limit."""
+    if name != "vllm":
+        return None
+    return CandidateJail(mode=SandboxMode.NONE, limits=CandidateLimits(file_bytes=64 << 30))
+
+
 def override(argv: list[str], changes: list[str]) -> list[str]:
     """``argv`` with the value after each ``--flag`` of ``changes`` (``--flag=value``) replaced."""
     argv = list(argv)
@@ -158,7 +169,7 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
     row: dict = {"peer": name, "precision": precision}
     logs = tmp / name
     try:
-        with CandidateServer(target, workdir, logs, "server") as server:
+        with CandidateServer(target, workdir, logs, "server", jail=jail_for(name)) as server:
             row["startup_s"] = round(server.startup_s, 1)
             if accuracy:
                 acc = accuracy_gate(target, server, name, logs)
@@ -216,7 +227,7 @@ def alternate(peer_map: dict, loads: dict[str, list[str]], repeats: int, busy: i
             target, workdir, precision = peer
             row = rows[name] = {"peer": name, "precision": precision}
             try:
-                server = stack.enter_context(CandidateServer(target, workdir, tmp / name, "server"))
+                server = stack.enter_context(CandidateServer(target, workdir, tmp / name, "server", jail=jail_for(name)))
             except (ServerNotReady, CommandNotRunnable) as e:
                 row["error"] = str(e).splitlines()[0][:300]
                 continue
