@@ -32,22 +32,45 @@ rounds. For the hybrid-prefix-cpu kit (its rows are in that kit's README):
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
 same change for every peer), e.g. a heavier load than the kit's.
 
+``--alternate`` starts every peer at once (each checked with the checker), then measures them in turns, so
+a machine whose load comes and goes weighs on all alike: ``--repeats`` passes, each running every load on
+every peer, the order rotated from pass to pass. ``--load NAME=--FLAG=VALUE[,--FLAG=VALUE]`` adds a load
+besides the kit's (e.g. ``capacity=--rate=inf,--output-len=64``: 16 requests at once, 64 tokens each);
+``--busy N`` adds passes at the kit's load with N busy-looping processes beside the servers (how a peer
+fares when other work shares the cores); ``--idle-s S`` then measures each server's CPU time over S
+seconds with no requests (its whole process group, from /proc). With vLLM (minutes to start) this is
+the only way to compare it in one session. Each sample carries the other work the machine did meanwhile
+(``other_cores``, the gates' LoadMeter):
+
+    python benchmarks/peers.py --alternate --repeats 3 --peers seed,hf,vllm --load capacity=--rate=inf,--output-len=64 \
+        --busy 1 --idle-s 10 --patched round-1=$T/01-dynamic-batching.patch ...
+
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from vibeserve.gates import CandidateServer, ServerNotReady, accuracy_gate, benchmark_gate
+from vibeserve.gates.checks import RunFailed, bench_once
+from vibeserve.gates.load import LoadMeter
+from vibeserve.jail import CandidateJail
+from vibeserve.limits import CandidateLimits
 from vibeserve.process import CommandNotRunnable
+from vibeserve.sandbox import SandboxMode
 from vibeserve.target.spec import Target, load_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +136,14 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
     return out
 
 
+def jail_for(name: str) -> CandidateJail | None:
+    """A stock engine is not a candidate: vLLM's engine hands work to its workers through shared-memory
+    files far larger than the 64 MiB a candidate's files may reach, so it runs without that limit."""
+    if name != "vllm":
+        return None
+    return CandidateJail(mode=SandboxMode.NONE, limits=CandidateLimits(file_bytes=64 << 30))
+
+
 def override(argv: list[str], changes: list[str]) -> list[str]:
     """``argv`` with the value after each ``--flag`` of ``changes`` (``--flag=value``) replaced."""
     argv = list(argv)
@@ -138,7 +169,7 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
     row: dict = {"peer": name, "precision": precision}
     logs = tmp / name
     try:
-        with CandidateServer(target, workdir, logs, "server") as server:
+        with CandidateServer(target, workdir, logs, "server", jail=jail_for(name)) as server:
             row["startup_s"] = round(server.startup_s, 1)
             if accuracy:
                 acc = accuracy_gate(target, server, name, logs)
@@ -165,6 +196,101 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
     return row
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of process group ``pgid`` (all their threads)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ..., utime (11), stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def with_load(target: Target, changes: list[str]) -> Target:
+    bench = target.spec.benchmark.model_copy(update={"command": override(target.spec.benchmark.command, changes)})
+    return Target(target.root, target.spec.model_copy(update={"benchmark": bench}))
+
+
+def alternate(peer_map: dict, loads: dict[str, list[str]], repeats: int, busy: int, idle_s: float, tmp: Path,
+              accuracy: bool, busy_peers: set[str] | None = None) -> list[dict]:
+    """Every peer started at once, then measured in turns (see the module docstring)."""
+    rows: dict[str, dict] = {}
+    servers: dict[str, tuple[Target, CandidateServer]] = {}
+    with contextlib.ExitStack() as stack:
+        for name, peer in peer_map.items():
+            if isinstance(peer, str):
+                rows[name] = {"peer": name, "error": peer}
+                continue
+            target, workdir, precision = peer
+            row = rows[name] = {"peer": name, "precision": precision}
+            try:
+                server = stack.enter_context(CandidateServer(target, workdir, tmp / name, "server", jail=jail_for(name)))
+            except (ServerNotReady, CommandNotRunnable) as e:
+                row["error"] = str(e).splitlines()[0][:300]
+                continue
+            row["startup_s"] = round(server.startup_s, 1)
+            if accuracy:
+                acc = accuracy_gate(target, server, name, tmp / name)
+                row["exact_greedy"] = acc.passed
+                row["accuracy_failures"] = acc.report.get("failures")
+            servers[name] = (target, server)
+            print(json.dumps(row), file=sys.stderr)
+        for name, (_, server) in servers.items():  # a first request each, so no pass pays a cold start
+            warm = {"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+            try:
+                httpx.post(server.url + "/v1/chat/completions", json=warm, timeout=600)
+            except httpx.HTTPError as e:
+                rows[name]["warmup_error"] = str(e)[:200]
+        passes = [(load, changes, 0) for load, changes in loads.items()]
+        if busy:
+            passes.append((f"kit+{busy}busy", [], busy))
+        names = list(servers)
+        metric = next(iter(servers.values()))[0].spec.benchmark.metric if servers else ""
+        for i in range(repeats):
+            order = names[i % len(names):] + names[: i % len(names)] if names else []
+            for load, changes, hogs in passes:
+                spinners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(hogs)]
+                try:
+                    for name in order:
+                        if hogs and busy_peers is not None and name not in busy_peers:
+                            continue
+                        target, server = servers[name]
+                        sample: dict = {"pass": i}
+                        try:
+                            with LoadMeter() as meter:
+                                values, report, _ = bench_once(with_load(target, changes), server,
+                                                               f"{load}-{i}", tmp / name, (metric,))
+                            sample.update({metric: round(values[metric], 2),
+                                           "ttft_p50_ms": report.get("median_ttft_ms"),
+                                           "tpot_p50_ms": report.get("median_tpot_ms")})
+                        except RunFailed as e:
+                            sample["error"] = " ".join(str(e).split())[:300]
+                        sample["other_cores"] = meter.report()["other_cores"]
+                        rows[name].setdefault(load, []).append(sample)
+                        print(json.dumps({"peer": name, "load": load, **sample}), file=sys.stderr)
+                finally:
+                    for p in spinners:
+                        p.kill()
+                        p.wait()
+        if idle_s > 0 and servers:
+            time.sleep(2)  # let the last requests' threads wind down
+            groups = {name: server.proc.pgid for name, (_, server) in servers.items() if server.proc}
+            before = {name: group_cpu_s(g) for name, g in groups.items()}
+            time.sleep(idle_s)
+            for name, g in groups.items():
+                rows[name]["idle_cpu_pct"] = round(100 * (group_cpu_s(g) - before[name]) / idle_s, 1)
+    for row in rows.values():
+        for load, *_ in passes if servers else []:
+            ok = [s[metric] for s in row.get(load, []) if metric in s]
+            if ok:
+                row[f"{load}_median"] = round(statistics.median(ok), 2)
+                row[f"{load}_range"] = [min(ok), max(ok)]
+    return list(rows.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", type=Path, default=KIT)
@@ -176,7 +302,25 @@ def main() -> None:
     ap.add_argument("--bench-override", action="append", default=[], help="--FLAG=VALUE in the benchmark command")
     ap.add_argument("--repeats", type=int, default=1, help="benchmark runs per peer (median reported)")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--alternate", action="store_true",
+                    help="start every peer at once and measure them in turns, --repeats passes")
+    ap.add_argument("--load", action="append", default=[],
+                    help="NAME=--FLAG=VALUE[,--FLAG=VALUE...]: another load besides the kit's (with --alternate)")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="with --alternate: also passes at the kit's load beside N busy-looping processes")
+    ap.add_argument("--busy-peers", default=None,
+                    help="NAME[,NAME...]: only these peers get the --busy passes (default: all)")
+    ap.add_argument("--idle-s", type=float, default=0.0,
+                    help="with --alternate: each server's CPU use over this many idle seconds at the end")
     args = ap.parse_args()
+    if (args.load or args.busy or args.busy_peers or args.idle_s) and not args.alternate:
+        raise SystemExit("--load, --busy, --busy-peers and --idle-s go with --alternate")
+    loads = {"kit": []}
+    for spec in args.load:
+        name, sep, changes = spec.partition("=")
+        if not sep or not changes or name in loads:
+            raise SystemExit(f"--load {spec!r}: expected a new NAME=--FLAG=VALUE[,--FLAG=VALUE...]")
+        loads[name] = changes.split(",")
     target = load_target(args.target)
     bench = target.spec.benchmark.model_copy(update={
         "repeats": args.repeats, "warmup": 0, "command": override(target.spec.benchmark.command, args.bench_override)})
@@ -192,6 +336,16 @@ def main() -> None:
             if not sep or not files:
                 raise SystemExit(f"--patched {spec!r}: expected NAME=PATCH[,PATCH...]")
             candidates[name] = patched_seed(target, [Path(f) for f in files.split(",")], Path(tmp) / f"patched-{name}")
+        if args.alternate:
+            for changes in loads.values():
+                override(target.spec.benchmark.command, changes)  # a flag the command lacks: said now, not later
+            rows = alternate(peers(target, args.peers.split(","), candidates), loads, args.repeats, args.busy,
+                             args.idle_s, Path(tmp), not args.skip_accuracy,
+                             set(args.busy_peers.split(",")) if args.busy_peers else None)
+            print(json.dumps({"benchmark": "peers", "mode": "alternate", "target": target.spec.name,
+                              "metric": target.spec.benchmark.metric, "load": target.spec.benchmark.command,
+                              "loads": loads, "busy": args.busy, "peers": rows}))
+            return
         for name, peer in peers(target, args.peers.split(","), candidates).items():
             if isinstance(peer, str):
                 rows.append({"peer": name, "error": peer})

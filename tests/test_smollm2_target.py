@@ -71,8 +71,9 @@ def copy_seed(dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving(deliverable: Path) -> Iterator[str]:
-    """Start a deliverable like the framework does, wait for /health, and stop it (SIGTERM) at the end."""
+def serving(deliverable: Path, started: list[subprocess.Popen] | None = None) -> Iterator[str]:
+    """Start a deliverable like the framework does, wait for /health, and stop it (SIGTERM) at the end.
+    ``started``, if given, receives the server's process."""
     port = free_port()
     log_path = deliverable / "server.log"
     with log_path.open("w") as log:
@@ -85,6 +86,8 @@ def serving(deliverable: Path) -> Iterator[str]:
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
+        if started is not None:
+            started.append(proc)
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -192,11 +195,18 @@ def apply_patch(tree: Path, name: str) -> None:
     assert done.returncode == 0, f"{name} does not apply: {done.stderr}"
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path):
     """The scripted demo's patches, replayed as its rounds do (round 2's attempts build on round 1's
-    candidate, each on top of the one before): the response cache passes the checker but answers a
-    repeated prompt with another max_tokens wrongly (what the probe gate sends); bf16 fails the checker;
-    the final fp32 server passes it all."""
+    candidate, each on top of the one before; rounds 3 and 4 on the round before): the response cache
+    passes the checker but answers a repeated prompt with another max_tokens wrongly (what the probe gate
+    sends); bf16 fails the checker; round 2's fp32 server passes it, and so does the last round's (batched
+    prefill: the concurrent pass sends the prompts together), which also uses no CPU while idle."""
     tree = copy_seed(tmp_path / "seed")
     apply_patch(tree, "01-dynamic-batching.patch")
     apply_patch(tree, "02a-response-cache.patch")
@@ -208,15 +218,28 @@ def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path)
 
     apply_patch(tree, "02b-bf16-weights.patch")
     report = tmp_path / "bf16.json"
-    with serving(tree) as url:
-        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *LONG)
+    with serving(tree) as url:  # one long answer is enough: bf16 flips a greedy token in it
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *LONG[:2])
     assert done.returncode == 1, done.stdout + done.stderr
     assert json.loads(report.read_text())["failures"] > 0
 
     apply_patch(tree, "02c-fp32-prefix-cache-fast-decode.patch")
     report = tmp_path / "fast.json"
-    with serving(tree) as url:
-        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *SUBSET,
-                          *LONG)
+    with serving(tree) as url:  # the decode step of its own, on the answers with the closest ties
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *LONG)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(report.read_text())["passed"]
+
+    apply_patch(tree, "03-threads-that-yield.patch")
+    apply_patch(tree, "04-batched-prefill.patch")
+    report, started = tmp_path / "last.json", []
+    with serving(tree, started) as url:
+        done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *SUBSET,
+                          *LONG)
+        assert done.returncode == 0, done.stdout + done.stderr
+        time.sleep(1)
+        before = cpu_s(started[0].pid)
+        time.sleep(3)
+        idle = cpu_s(started[0].pid) - before
+    assert json.loads(report.read_text())["passed"]
+    assert idle <= 0.1, f"the server used {idle:.2f} s of CPU in 3 s with no requests"
