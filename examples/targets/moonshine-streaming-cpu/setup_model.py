@@ -55,7 +55,11 @@ REQUIRED_FILES = ["config.json", "model.safetensors", "generation_config.json"]
 
 def build_model():
     import torch
-    from transformers import GenerationConfig, MoonshineStreamingConfig, MoonshineStreamingForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        MoonshineStreamingConfig,
+        MoonshineStreamingForConditionalGeneration,
+    )
 
     config = MoonshineStreamingConfig(encoder_config=dict(ENCODER, initializer_range=DECODER["initializer_range"]),
                                       pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,

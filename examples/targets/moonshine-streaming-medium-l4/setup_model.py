@@ -2,10 +2,10 @@
 
     python setup_model.py --out artifacts/model --audio-out artifacts/audio --kit ../moonshine-streaming-cpu
 
-The clips are made by the CPU kit's `setup_audio.py` (from the `moonshine-voice` wheel). The weights are never
-downloaded: they are taken, in order, from ``$MOONSHINE_STREAMING_MEDIUM`` (a directory holding the checkpoint)
+The weights are never downloaded: they are taken, in order, from ``$MOONSHINE_STREAMING_MEDIUM`` (a directory holding the checkpoint)
 or from the local Hugging Face cache (``UsefulSensors/moonshine-streaming-medium``), and linked at ``--out``.
-Without either, it exits 2 naming the model and the path to fill.
+Without either, it exits 2 naming the model and the path to fill. Then the clips are made by the CPU kit's
+`setup_audio.py` (from the `moonshine-voice` wheel).
 """
 
 from __future__ import annotations
@@ -42,25 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-out", required=True, type=Path, help="where the target expects the clips")
     parser.add_argument("--kit", required=True, type=Path, help="the moonshine-streaming-cpu kit")
     args = parser.parse_args(argv)
-    done = subprocess.run([sys.executable, str(args.kit / "setup_audio.py"), "--out", str(args.audio_out)])
-    if done.returncode != 0:
-        return done.returncode
-    if complete(args.out):
-        print(f"{args.out} is already complete; nothing to do")
-        return 0
-    found = find_checkpoint()
-    if found is None:
+    found = None if complete(args.out) else find_checkpoint()
+    if not complete(args.out) and found is None:
         print(f"setup_model.py: the Moonshine Streaming medium weights ({REPO_ID}) are not on this machine, and "
               f"this target never downloads them. Put the checkpoint (config.json, *.safetensors) in {args.out}, "
               "or set MOONSHINE_STREAMING_MEDIUM to a directory holding it, or point [artifacts].model in "
               "target.toml at it.", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.is_symlink():
-        args.out.unlink()
-    args.out.symlink_to(found.resolve(), target_is_directory=True)
-    print(f"linked {args.out} -> {found}")
-    return 0
+    if found is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.is_symlink():
+            args.out.unlink()
+        args.out.symlink_to(found.resolve(), target_is_directory=True)
+        print(f"linked {args.out} -> {found}")
+    return subprocess.run([sys.executable, str(args.kit / "setup_audio.py"), "--out", str(args.audio_out)]).returncode
 
 
 if __name__ == "__main__":

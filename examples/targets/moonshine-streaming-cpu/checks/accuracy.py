@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [json.loads(x) for x in args.cases.read_text().splitlines() if x.strip()]
         model = load_model(args.model)
         audio = [case_audio(args.audio, c) for c in cases]
-        expected = [partial_transcripts(model, pcm, sizes, int(c["max_tokens"])) for c, (pcm, sizes) in zip(cases, audio)]
-        streams = [(split(pcm, sizes), int(c["max_tokens"])) for c, (pcm, sizes) in zip(cases, audio)]
+        expected = [partial_transcripts(model, pcm, sizes, int(c["max_tokens"])) for c, (pcm, sizes) in zip(cases, audio, strict=True)]
+        streams = [(split(pcm, sizes), int(c["max_tokens"])) for c, (pcm, sizes) in zip(cases, audio, strict=True)]
     except Exception as e:  # noqa: BLE001 -- the checker's own failure: exit 2, never blame the server
         args.report.write_text(json.dumps({"passed": False, "error": f"{type(e).__name__}: {e}",
                                            "traceback": traceback.format_exc()[-2000:]}))

@@ -4,6 +4,7 @@ its chunks, read each chunk's partial transcript; every way a server can get it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -55,10 +56,8 @@ async def run_stream(client: httpx.AsyncClient, url: str, chunks: list[bytes], m
     else:
         answers = list(await asyncio.gather(*(_chunk(client, chunk_url, k, body, max_tokens)
                                               for k, body in enumerate(chunks))))
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         await client.delete(f"{url}/v1/streams/{stream_id}")
-    except httpx.HTTPError:
-        pass
     return answers
 
 

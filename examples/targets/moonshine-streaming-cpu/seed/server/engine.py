@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import EncoderDecoderCache, DynamicCache, MoonshineStreamingForConditionalGeneration
+from transformers import DynamicCache, EncoderDecoderCache, MoonshineStreamingForConditionalGeneration
 
 FRAME = 80  # samples per 5 ms front-end frame
 
