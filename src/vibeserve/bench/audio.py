@@ -185,6 +185,8 @@ async def _send_chunk(client: httpx.AsyncClient, url: str, body: bytes, result: 
             raise _Failed("missing_done", "the answer ended without a done line")
         if result.first_token is None:
             result.first_token = result.end  # an empty transcript: its first (and last) word is "done"
+        if result.written is None:  # no trace event (another transport): the send began, so time from there
+            result.written = result.sent
     except _Failed as e:
         result.fail(e.reason, e.detail)
     except (TimeoutError, httpx.TimeoutException):
