@@ -101,9 +101,8 @@ def stream_audio(samples: array, nonce: int | None) -> bytes:
     runs send the same bytes (a cache keyed on audio gains nothing) while the speech is unchanged."""
     out = array("h", samples)
     if nonce is not None:
-        rng = random.Random(nonce)
-        for i, v in enumerate(out):
-            out[i] = min(32767, max(-32768, v + rng.choice((-1, 0, 1))))
+        steps = random.Random(nonce).choices((-1, 0, 1), k=len(out))
+        out = array("h", (min(32767, max(-32768, v + d)) for v, d in zip(out, steps, strict=True)))
     if sys.byteorder != "little":
         out.byteswap()
     return out.tobytes()
