@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -223,3 +224,31 @@ def test_trajectory_attempts_meet_their_gate_outcomes(model_dir, audio_dir, tmp_
     with serving(tree, model_dir) as url:
         code, report, probe = gates(url, model_dir, audio_dir, cases, tmp_path, "02")
     assert code == 0 and report["passed"] and probe == 0, report
+
+
+@pytest.mark.long
+@needs_audio
+def test_the_trajectory_runs_through_the_loop(model_dir, audio_dir, tmp_path):
+    """`vibeserve run` with the scripted trajectory, every gate real (the sandbox off: the artifacts are under
+    /tmp): round 1's first attempt fails the accuracy gate, its second and round 2 pass every gate, and every
+    benchmark answer equals the reference (the kit's own audit)."""
+    kit = tmp_path / KIT.name
+    shutil.copytree(KIT, kit, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
+    (kit / "artifacts").mkdir()
+    (kit / "artifacts" / "model").symlink_to(model_dir)
+    (kit / "artifacts" / "audio").symlink_to(audio_dir)
+    runs = tmp_path / "runs"
+    out = cli("run", str(kit), "--trajectory", str(TRAJECTORY), "--runs-dir", str(runs), "--run-id", "moon",
+              "--rounds", "2", "--sandbox", "none", timeout=3600, check=True)
+    assert "round budget reached (2 rounds)" in out.stdout
+    db = sqlite3.connect(runs / "moon" / "run.db")
+    rounds = db.execute("SELECT round, status, metric FROM rounds ORDER BY round").fetchall()
+    assert [r[0] for r in rounds] == [0, 1, 2]
+    assert all(status in ("kept", "accepted") for _, status, _ in rounds), rounds
+    assert all(metric > 0 for *_, metric in rounds)
+    gates = db.execute("SELECT round, attempt, gate, passed FROM gates WHERE round > 0 ORDER BY id").fetchall()
+    assert gates == [(1, 1, "accuracy", 0), (1, 2, "accuracy", 1), (1, 2, "probes", 1), (1, 2, "benchmark", 1),
+                     (2, 1, "accuracy", 1), (2, 1, "probes", 1), (2, 1, "benchmark", 1)], gates
+    for (report,) in db.execute("SELECT report FROM gates WHERE gate = 'benchmark'"):
+        for run_report in json.loads(report)["runs"]:
+            assert run_report["audit"]["mismatched"] == 0 and run_report["audit"]["checked"] == 48, run_report
