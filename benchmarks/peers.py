@@ -13,6 +13,11 @@ for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-
 scripts/peer-vllm.sh`` installs it into its own cached virtualenv (``.cache/peers/vllm``) once; without it
 the row says so instead of a number.
 
+For the image kit (``--target examples/targets/janus-image-cpu``, p50 latency per image): (i) ``hf-image``,
+Transformers' own ``generate(generation_mode="image")`` (the kit's reference) behind the kit's HTTP
+interface, from ``benchmarks/peer_servers/hf_image.py``. Its rows, with the trajectory's rounds as
+``--patched`` candidates, are in that kit's README.
+
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
 
@@ -95,6 +100,10 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
                     "--host", "127.0.0.1", "--port", "{port}", "--gpu-memory-utilization", "0.25"]
             # its start-up (engine process, warm-up) takes minutes on 2 cores
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models", 900), target.root, "fp32")
+        elif name == "hf-image":
+            argv = [sys.executable, str(REPO / "benchmarks" / "peer_servers" / "hf_image.py"), "--model", model,
+                    "--kit", str(target.root), "--port", "{port}"]
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
         elif name == "seed":
             out[name] = (target, target.seed_dir, "fp32")
         elif name in ("hf", "hf-cb"):
@@ -162,6 +171,9 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
         "ttft_p50_ms": report.get("median_ttft_ms"), "ttft_p99_ms": report.get("p99_ttft_ms"),
         "tpot_p50_ms": report.get("median_tpot_ms"), "completed": report.get("completed"),
     })
+    if "p50_latency_ms" in report:  # an image kit's benchmark (checks/bench.py)
+        row.update({k: report.get(k) for k in ("mean_latency_ms", "p90_latency_ms", "min_latency_ms",
+                                               "max_latency_ms")})
     return row
 
 
