@@ -34,6 +34,16 @@ rounds. For the hybrid-prefix-cpu kit (its rows are in that kit's README):
         --patched round-2=$T/01a-prefix-state-reuse.patch,$T/01b-copy-the-snapshots.patch,$T/02-batched-decode.patch
     (T=examples/trajectories/hybrid-prefix-cpu/patches)
 
+``--alternate N`` starts every peer at once (each checked by the kit's checker first), then runs the kit's
+benchmark N times for each in turn, the order rotating every time, so slow drift and bursts of other work on
+a shared machine fall on every peer alike; each row reports its median and every sample. For the image kit:
+
+    python benchmarks/peers.py --target examples/targets/janus-image-cpu --peers seed,hf-image --alternate 5 \
+        --patched round-1=$T/01-prefix-kv-reuse.patch \
+        --patched stride-8=$T/01-prefix-kv-reuse.patch,$T/02a-guidance-stride-8.patch \
+        --patched stride-2=$T/01-prefix-kv-reuse.patch,$T/02a-guidance-stride-8.patch,$T/02b-guidance-stride-2.patch
+    (T=examples/trajectories/janus-image-cpu/patches)
+
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
 same change for every peer), e.g. a heavier load than the kit's.
 
@@ -42,9 +52,11 @@ same change for every peer), e.g. a heavier load than the kit's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +189,41 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
     return row
 
 
+def alternate(entries: dict[str, tuple[Target, Path, str]], tmp: Path, accuracy: bool, rounds: int) -> list[dict]:
+    """Every peer started at once, then ``rounds`` benchmark runs each, in an order that rotates every round."""
+    rows: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name, (target, workdir, precision) in entries.items():
+            rows[name] = {"peer": name, "precision": precision, "samples": []}
+            try:
+                servers[name] = stack.enter_context(CandidateServer(target, workdir, tmp / name, "server"))
+            except (ServerNotReady, CommandNotRunnable) as e:
+                rows[name]["error"] = str(e).splitlines()[0][:300]
+                continue
+            if accuracy:
+                acc = accuracy_gate(target, servers[name], name, tmp / name)
+                rows[name]["within_tolerance" if target.spec.comparator.kind != "exact" else "exact_greedy"] = acc.passed
+                rows[name]["accuracy"] = " ".join(acc.reason.split())[:300] if not acc.passed else "passed"
+        names = list(servers)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                target = entries[name][0]
+                once = target.spec.benchmark.model_copy(update={"repeats": 1, "warmup": 1 if r == 0 else 0})
+                one = Target(target.root, target.spec.model_copy(update={"benchmark": once}))
+                bench = benchmark_gate(one, servers[name], name, tmp / name / f"round{r}")
+                if not bench.passed:
+                    rows[name]["error"] = " ".join(bench.reason.split())[:600]
+                    continue
+                rows[name]["samples"].append(round(bench.metric, 2))
+                print(json.dumps({"round": r, "peer": name, "metric": round(bench.metric, 2)}), file=sys.stderr)
+    metric = next(iter(entries.values()))[0].spec.benchmark.metric
+    for row in rows.values():
+        if row["samples"]:
+            row[metric] = round(statistics.median(row["samples"]), 2)
+    return list(rows.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", type=Path, default=KIT)
@@ -188,6 +235,8 @@ def main() -> None:
     ap.add_argument("--bench-override", action="append", default=[], help="--FLAG=VALUE in the benchmark command")
     ap.add_argument("--repeats", type=int, default=1, help="benchmark runs per peer (median reported)")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--alternate", type=int, default=0,
+                    help="N: start every peer at once and run the benchmark N times each, in rotating order")
     args = ap.parse_args()
     target = load_target(args.target)
     bench = target.spec.benchmark.model_copy(update={
@@ -204,7 +253,13 @@ def main() -> None:
             if not sep or not files:
                 raise SystemExit(f"--patched {spec!r}: expected NAME=PATCH[,PATCH...]")
             candidates[name] = patched_seed(target, [Path(f) for f in files.split(",")], Path(tmp) / f"patched-{name}")
-        for name, peer in peers(target, args.peers.split(","), candidates).items():
+        entries = peers(target, args.peers.split(","), candidates)
+        if args.alternate:
+            rows = [{"peer": n, "error": p} for n, p in entries.items() if isinstance(p, str)]
+            rows += alternate({n: p for n, p in entries.items() if not isinstance(p, str)}, Path(tmp),
+                              not args.skip_accuracy, args.alternate)
+            entries = {}
+        for name, peer in entries.items():
             if isinstance(peer, str):
                 rows.append({"peer": name, "error": peer})
                 continue
@@ -214,7 +269,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     metric, sign = target.spec.benchmark.metric, 1 if target.spec.benchmark.direction == "max" else -1
-    exact = [r for r in rows if r.get("exact_greedy") and r.get(metric) and r["peer"] not in candidates]
+    exact = [r for r in rows if (r.get("exact_greedy") or r.get("within_tolerance")) and r.get(metric)
+             and r["peer"] not in candidates]
     best_exact = max(exact, key=lambda r: sign * r[metric], default=None)
 
     def factor(r: dict) -> float:  # how many times better than the best exact peer
