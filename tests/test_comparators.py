@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,6 @@ def test_exact_is_the_default_and_keeps_naming_where_texts_part(tmp_path) -> Non
 
 
 def test_every_example_target_but_the_image_kit_compares_exactly() -> None:
-    tomllib = pytest.importorskip("tomllib")
     kits = sorted((REPO / "examples" / "targets").glob("*/target.toml"))
     assert kits
     for path in kits:
