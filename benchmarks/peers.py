@@ -13,6 +13,11 @@ for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-
 scripts/peer-vllm.sh`` installs it into its own cached virtualenv (``.cache/peers/vllm``) once; without it
 the row says so instead of a number.
 
+For the image kit (``--target examples/targets/janus-image-cpu``, p50 latency per image): (i) ``hf-image``,
+Transformers' own ``generate(generation_mode="image")`` (the kit's reference) behind the kit's HTTP
+interface, from ``benchmarks/peer_servers/hf_image.py``. Its rows, with the trajectory's rounds as
+``--patched`` candidates, are in that kit's README.
+
 Each peer is started on a free port, checked with the kit's own accuracy checker (greedy output equal to
 the fp32 reference?) and measured with the kit's own benchmark command (the target's `[benchmark]`).
 
@@ -28,6 +33,14 @@ rounds. For the hybrid-prefix-cpu kit (its rows are in that kit's README):
         --patched round-1=$T/01a-prefix-state-reuse.patch,$T/01b-copy-the-snapshots.patch \
         --patched round-2=$T/01a-prefix-state-reuse.patch,$T/01b-copy-the-snapshots.patch,$T/02-batched-decode.patch
     (T=examples/trajectories/hybrid-prefix-cpu/patches)
+
+For the image kit, measured in turns (``--alternate``, below):
+
+    python benchmarks/peers.py --target examples/targets/janus-image-cpu --peers seed,hf-image --alternate --repeats 5 \
+        --patched round-1=$T/01-prefix-kv-reuse.patch \
+        --patched stride-8=$T/01-prefix-kv-reuse.patch,$T/02a-guidance-stride-8.patch \
+        --patched stride-2=$T/01-prefix-kv-reuse.patch,$T/02a-guidance-stride-8.patch,$T/02b-guidance-stride-2.patch
+    (T=examples/trajectories/janus-image-cpu/patches)
 
 ``--bench-override=--FLAG=VALUE`` replaces the value after ``--FLAG`` in the kit's benchmark command (the
 same change for every peer), e.g. a heavier load than the kit's.
@@ -118,6 +131,10 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
                     "--host", "127.0.0.1", "--port", "{port}", "--gpu-memory-utilization", "0.25"]
             # its start-up (engine process, warm-up) takes minutes on 2 cores
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models", 900), target.root, "fp32")
+        elif name == "hf-image":
+            argv = [sys.executable, str(REPO / "benchmarks" / "peer_servers" / "hf_image.py"), "--model", model,
+                    "--kit", str(target.root), "--port", "{port}"]
+            out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
         elif name == "seed":
             out[name] = (target, target.seed_dir, "fp32")
         elif name in ("hf", "hf-cb"):
@@ -193,6 +210,9 @@ def measure(name: str, target: Target, workdir: Path, precision: str, tmp: Path,
         "ttft_p50_ms": report.get("median_ttft_ms"), "ttft_p99_ms": report.get("p99_ttft_ms"),
         "tpot_p50_ms": report.get("median_tpot_ms"), "completed": report.get("completed"),
     })
+    if "p50_latency_ms" in report:  # an image kit's benchmark (checks/bench.py)
+        row.update({k: report.get(k) for k in ("mean_latency_ms", "p90_latency_ms", "min_latency_ms",
+                                               "max_latency_ms")})
     return row
 
 
@@ -234,7 +254,7 @@ def alternate(peer_map: dict, loads: dict[str, list[str]], repeats: int, busy: i
             row["startup_s"] = round(server.startup_s, 1)
             if accuracy:
                 acc = accuracy_gate(target, server, name, tmp / name)
-                row["exact_greedy"] = acc.passed
+                row["within_tolerance" if target.spec.comparator.kind != "exact" else "exact_greedy"] = acc.passed
                 row["accuracy_failures"] = acc.report.get("failures")
             servers[name] = (target, server)
             print(json.dumps(row), file=sys.stderr)
@@ -356,7 +376,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     metric, sign = target.spec.benchmark.metric, 1 if target.spec.benchmark.direction == "max" else -1
-    exact = [r for r in rows if r.get("exact_greedy") and r.get(metric) and r["peer"] not in candidates]
+    exact = [r for r in rows if (r.get("exact_greedy") or r.get("within_tolerance")) and r.get(metric)
+             and r["peer"] not in candidates]
     best_exact = max(exact, key=lambda r: sign * r[metric], default=None)
 
     def factor(r: dict) -> float:  # how many times better than the best exact peer

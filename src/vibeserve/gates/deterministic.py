@@ -17,11 +17,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from vibeserve.gates.checks import exclusive
+from vibeserve.gates.comparators import judge
 from vibeserve.gates.load import LoadMeter
 from vibeserve.gates.probes import (
     audit_responses,
     audits,
-    compare,
+    make_image_probes,
     make_probes,
     probes_from_requests,
     read_probe_requests,
@@ -61,8 +62,10 @@ def run_gate(
     if gate is GateName.PROBES:
         spec = target.spec.probes
         seed = round_seed(run_seed, job.round, f"probes-a{attempt}")
-        if spec.kind == "openai-completions":
-            if spec.requests:
+        if spec.kind in ("openai-completions", "openai-images"):
+            if spec.kind == "openai-images":
+                probes = make_image_probes(seed, spec.count)
+            elif spec.requests:
                 rows = read_probe_requests(target.path(spec.requests))
                 probes = probes_from_requests(rows, seed, spec.count, spec.max_tokens)
             else:
@@ -102,8 +105,8 @@ def _judge_probes(target: Target, verdict: GateVerdict, probes: list[dict], cach
                   log_dir: Path) -> GateVerdict:
     answers = verdict.report.get("answers", [])
     expected = reference_outputs(target, probes, cache_dir, log_dir)
-    results = [{"id": p["id"], **compare(e, a.get("text"), a.get("error"))}
-               for p, e, a in zip(probes, expected, answers, strict=True)]
+    results = judge(target, probes, expected,
+                    [({k: v for k, v in a.items() if k != "error"}, a.get("error")) for a in answers], log_dir)
     passed, why = summarize(results)
     report = {"total": len(results), "failures": sum(r["status"] != "ok" for r in results), "probes": results}
     (log_dir / "probes.json").write_text(json.dumps({"passed": passed, **report, "requests": probes}, indent=2))

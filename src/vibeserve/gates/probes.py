@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from vibeserve.errors import VibeserveError
+from vibeserve.gates.comparators import exact, judge
 from vibeserve.process import CommandNotRunnable, clean_env, run
-from vibeserve.target.spec import Target
+from vibeserve.target.spec import Comparator, Target
 
 # Plain English words: every tokenizer encodes them, and they make prompts of any length.
 WORDS = """
@@ -86,6 +87,30 @@ def make_probes(seed: int, count: int, max_tokens: int,
         again = dict(out[0], id=f"probe-{count - 1}")
         again["max_tokens"] = 1 if out[0]["max_tokens"] != 1 else max_tokens
         out[-1] = again
+    return out
+
+
+IMAGE_TEMPLATES = [
+    "{words}",
+    "a {a} and a {b}",
+    "a painting of a {a} near a {b}, {words}",
+    "a photo of the {a} at night",
+    "watercolor {a} in a {b}",
+    "{words}, pixel art",
+]
+
+
+def make_image_probes(seed: int, count: int) -> list[dict[str, Any]]:
+    """``count`` image requests (``{"id", "kind": "image", "prompt"}``) with prompts of varied length, all
+    determined by ``seed``; the last repeats the first prompt, asked alone after the others."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 3, 8, 20])))
+        text = rng.choice(IMAGE_TEMPLATES).format(words=words, a=rng.choice(WORDS), b=rng.choice(WORDS))
+        out.append({"id": f"probe-{i}", "kind": "image", "prompt": text})
+    if count >= 3:
+        out[-1] = dict(out[0], id=f"probe-{count - 1}")
     return out
 
 
@@ -178,22 +203,12 @@ def reference_outputs(
 
 
 def compare(expected: dict[str, Any], got_text: str | None, error: str | None = None) -> dict[str, Any]:
-    """One probe's outcome: ``ok``, ``mismatch`` (with where the texts part, in context) or ``error``."""
+    """One text answer's outcome under exact comparison: ``ok``, ``mismatch`` (with where the texts part,
+    in context) or ``error``. The gates use the target's declared comparator (``comparators.judge``)."""
     want = expected.get("text", "")
     if error is not None:
         return {"status": "error", "error": error[:300], "expected": want[:200]}
-    if got_text == want:
-        return {"status": "ok"}
-    got = got_text or ""
-    at = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
-    return {"status": "mismatch", "first_difference_at_char": at, "expected": _around(want, at),
-            "got": _around(got, at), "expected_chars": len(want), "got_chars": len(got)}
-
-
-def _around(text: str, at: int, before: int = 40, after: int = 60) -> str:
-    """The text around position ``at``, with ``…`` where it is cut: where two texts part is what matters."""
-    start, end = max(0, at - before), min(len(text), at + after)
-    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+    return exact(Comparator(), expected, {"text": got_text})
 
 
 def summarize(results: Iterable[dict[str, Any]]) -> tuple[bool, str]:
@@ -204,6 +219,8 @@ def summarize(results: Iterable[dict[str, Any]]) -> tuple[bool, str]:
     first = bad[0]
     if first.get("error"):
         detail = first["error"]
+    elif "first_difference_at_char" not in first:
+        detail = first.get("detail") or "it differs"
     else:
         detail = (f"they part at character {first['first_difference_at_char']}: expected {first['expected']!r}, "
                   f"got {first['got']!r}")
@@ -260,10 +277,24 @@ def ask(client: Any, url: str, model: str, request: dict[str, Any], stream: bool
     return "".join(parts)
 
 
-def ask_all(url: str, requests: list[dict[str, Any]], timeout: float) -> list[tuple[str | None, str | None]]:
-    """All requests but the last at once (half of them streamed), then the last alone, after the others
-    finished (it repeats the first prompt: a response cache has seen it by then); for each request,
-    (text, None) or (None, error)."""
+def ask_image(client: Any, url: str, model: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The candidate's answer to one image request: the first entry of ``data`` of
+    ``POST /v1/images/generations`` (``b64_json`` and whatever else the target's images carry)."""
+    body = {"model": model, "prompt": request["prompt"], "n": 1, "response_format": "b64_json"}
+    body.update({k: v for k, v in request.items() if k not in (*REQUEST_FIELDS, *body)})
+    r = client.post(url + "/v1/images/generations", json=body, timeout=timeout)
+    if r.status_code != 200:
+        raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
+    data = r.json()["data"]
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
+        raise ValueError(f"data holds {len(data) if isinstance(data, list) else type(data).__name__}, not one image")
+    return data[0]
+
+
+def ask_all(url: str, requests: list[dict[str, Any]], timeout: float) -> list[tuple[dict | None, str | None]]:
+    """All requests but the last at once (half of the text ones streamed), then the last alone, after the
+    others finished (it repeats the first prompt: a response cache has seen it by then); for each request,
+    (answer fields, None) or (None, error). A text answer's fields are ``{"text"}``."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -271,9 +302,11 @@ def ask_all(url: str, requests: list[dict[str, Any]], timeout: float) -> list[tu
     with httpx.Client(limits=httpx.Limits(max_connections=len(requests) + 1)) as client:
         model = _served_model(client, url)
 
-        def one(i: int) -> tuple[str | None, str | None]:
+        def one(i: int) -> tuple[dict | None, str | None]:
             try:
-                return ask(client, url, model, requests[i], stream=i % 4 in (1, 2), timeout=timeout), None
+                if requests[i]["kind"] == "image":
+                    return ask_image(client, url, model, requests[i], timeout), None
+                return {"text": ask(client, url, model, requests[i], stream=i % 4 in (1, 2), timeout=timeout)}, None
             except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
                 return None, f"{type(e).__name__}: {e}"
 
@@ -295,6 +328,8 @@ def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
         return None  # the reference stops at end-of-sequence; such answers cannot be compared
     extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
     extra = {k: v for k, v in extra.items() if k not in REQUEST_FIELDS}
+    if row.get("kind") == "image" and isinstance(row.get("prompt"), str):
+        return {"id": f"audit-{i}", "kind": "image", "prompt": row["prompt"], **extra}
     if isinstance(row.get("messages"), list):
         return {"id": f"audit-{i}", "kind": "chat", "messages": row["messages"], "max_tokens": row["max_tokens"],
                 **extra}
@@ -346,8 +381,7 @@ def audit_responses(target: Target, log_dir: Path, cache_dir: Path, seed: int, c
     picked = usable if count is None else rng.sample(usable, min(count, len(usable)))
     requests = [req for _, req in picked]
     expected = reference_outputs(target, requests, cache_dir, log_dir)
-    results = [{"id": req["id"], **compare(exp, rows[i].get("text"))}
-               for (i, req), exp in zip(picked, expected, strict=True)]
+    results = judge(target, requests, expected, [(rows[i], None) for i, _ in picked], log_dir)
     passed, why = summarize(results)
     return {"passed": passed, "checked": len(results), "of": len(rows), "repeat": files[pick].name,
             "results": results, "reason": f"output audit: {why} under load" if why else ""}

@@ -115,12 +115,12 @@ def probe_gate(target: Target, server: CandidateServer, job: GateJob) -> GateVer
                                     else f"the probe command failed (exit {done.returncode}): {last_line(done.tail())}")
         return GateVerdict(**common, passed=passed, reason=reason, report=report, command=argv,
                            detail="" if passed else done.tail(2500), wall_s=time.monotonic() - t0)
-    assert job.probes_file is not None, "an openai-completions probe gate needs its probes file"
+    assert job.probes_file is not None, "an openai-completions or openai-images probe gate needs its probes file"
     # Only the answers are collected here; the framework compares them with the reference after the
     # candidate has stopped, so no expected output exists anywhere while the candidate runs.
     requests = [json.loads(line) for line in job.probes_file.read_text().splitlines() if line.strip()]
     answers = ask_all(server.url, requests, timeout=spec.timeout_s)
-    return GateVerdict(**common, passed=True, report={"answers": [{"text": t, "error": e} for t, e in answers]},
+    return GateVerdict(**common, passed=True, report={"answers": [{**(a or {}), "error": e} for a, e in answers]},
                        command=[f"{len(requests)} probe requests to {server.url}"], wall_s=time.monotonic() - t0,
                        detail=server.tail(2500))
 

@@ -81,6 +81,8 @@ def _placeholder_problems(spec: TargetSpec) -> list[tuple[str, str]]:
         commands["setup.command"] = spec.setup.command
     if spec.probes.command:
         commands["probes.command"] = spec.probes.command
+    if spec.comparator.command:
+        commands["comparator.command"] = spec.comparator.command
     problems = []
     for key, argv in commands.items():
         allowed = ALLOWED[key.removesuffix(".command")]
@@ -96,7 +98,7 @@ def _placeholder_problems(spec: TargetSpec) -> list[tuple[str, str]]:
                     problems.append((key, f"unknown placeholder {{{name}}}; allowed here: {', '.join(sorted(allowed))}"))
     if spec.probes.kind == "command" and not spec.probes.command:
         problems.append(("probes.command", 'kind = "command" needs a command'))
-    return problems
+    return problems + spec.comparator.problems()
 
 
 def load(root: Path | str) -> Target:
@@ -179,8 +181,8 @@ def _path_problems(target: Target) -> list[tuple[str, str]]:
             if not target.path(rel).exists():
                 problems.append((f"artifacts.{name}", f"path {rel!r} does not exist (and there is no [setup] to build it)"))
     for key, argv in (("reference.command", spec.reference.command), ("accuracy.command", spec.accuracy.command),
-                      ("benchmark.command", spec.benchmark.command)):
-        if (problem := _script_problem(target, argv)) is not None:
+                      ("benchmark.command", spec.benchmark.command), ("comparator.command", spec.comparator.command)):
+        if argv and (problem := _script_problem(target, argv)) is not None:
             problems.append((key, problem))
     return problems
 

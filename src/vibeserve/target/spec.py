@@ -24,6 +24,7 @@ ALLOWED = {
     "accuracy": COMMON | {"url", "report", "port"},
     "probes": COMMON | {"url", "report", "port", "seed"},
     "benchmark": COMMON | {"url", "report", "port", "responses"},
+    "comparator": COMMON | {"requests", "expected", "answers", "verdicts"},
 }
 
 
@@ -82,7 +83,7 @@ class Accuracy(Section):
 
 
 class Probes(Section):
-    kind: Literal["none", "openai-completions", "command"] = "none"
+    kind: Literal["none", "openai-completions", "openai-images", "command"] = "none"
     count: int = Field(default=8, ge=0)
     command: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=600, gt=0)
@@ -91,6 +92,36 @@ class Probes(Section):
     kinds: list[Literal["completion", "chat"]] = Field(default_factory=lambda: ["completion", "chat"], min_length=1)
     # A JSONL file of chat requests with extra body fields: the probes are drawn from it instead.
     requests: str | None = None
+
+
+class Comparator(Section):
+    """How the probe gate and the output audit compare an answer with the reference (gates/comparators.py)."""
+
+    kind: Literal["exact", "token-agreement", "psnr", "command"] = "exact"
+    field: str | None = None  # the answer field compared; unset: text, tokens, b64_json by kind
+    min_agreement: float | None = None  # token-agreement: the least fraction of positions that agree
+    min_psnr_db: float | None = None  # psnr: the least PSNR against the reference's image, in dB
+    command: list[str] = Field(default_factory=list)  # command: the target's own judge of a batch
+    timeout_s: float = Field(default=600, gt=0)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Each key that does not fit ``kind``, as (key, what to fix); checked when the target loads."""
+        out: list[tuple[str, str]] = []
+        own = {"token-agreement": "min_agreement", "psnr": "min_psnr_db", "command": "command"}
+        for kind, key in own.items():
+            value = getattr(self, key)
+            if self.kind == kind and not value and value != 0:
+                out.append((f"comparator.{key}", f'required with kind = "{kind}"'))
+            elif self.kind != kind and value:
+                out.append((f"comparator.{key}", f'only used with kind = "{kind}" (this comparator is '
+                                                 f'"{self.kind}"): remove it or set kind = "{kind}"'))
+        if self.min_agreement is not None and not 0 < self.min_agreement <= 1:
+            out.append(("comparator.min_agreement", f"must be a fraction above 0 and at most 1 (got {self.min_agreement})"))
+        if self.min_psnr_db is not None and not (math.isfinite(self.min_psnr_db) and self.min_psnr_db > 0):
+            out.append(("comparator.min_psnr_db", f"must be a finite number of dB above 0 (got {self.min_psnr_db})"))
+        if self.kind == "command" and self.field:
+            out.append(("comparator.field", 'not used with kind = "command" (the command reads whole answers)'))
+        return out
 
 
 class Objective(Section):
@@ -188,6 +219,7 @@ class TargetSpec(Section):
     accuracy: Accuracy
     probes: Probes = Field(default_factory=Probes)
     benchmark: Benchmark
+    comparator: Comparator = Field(default_factory=Comparator)
     budget: Budget = Field(default_factory=Budget)
     limits: Limits = Field(default_factory=Limits)
     model: Model = Field(default_factory=Model)

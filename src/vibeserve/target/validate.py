@@ -202,11 +202,13 @@ def _failure(verdict: GateVerdict) -> str:
 
 
 def _summary(target: Target, verdict: GateVerdict) -> str:
+    # "equal" under the default exact comparator; "match" under a declared tolerance ([comparator])
+    same = "equal" if target.spec.comparator.kind == "exact" else f"match ({target.spec.comparator.kind} comparator)"
     if verdict.gate is GateName.ACCURACY:
         return "the checker passes the seed"
     if verdict.gate is GateName.PROBES:
         total = verdict.report.get("total")
-        return f"{total}/{total} fresh probes equal the reference" if total else "the probe command passes the seed"
+        return f"{total}/{total} fresh probes {same} the reference" if total else "the probe command passes the seed"
     spec = target.spec.benchmark
     audit = verdict.report.get("audit") or {}
     said = f"{spec.metric} = {verdict.metric:.4g} {spec.unit}".rstrip()
@@ -215,5 +217,5 @@ def _summary(target: Target, verdict: GateVerdict) -> str:
         if values:
             said += f", {o.metric} = {statistics.median(values):.4g} {o.unit}".rstrip()
     if audit:
-        said += f"; output audit {audit.get('checked')}/{audit.get('of')} answers equal the reference"
+        said += f"; output audit {audit.get('checked')}/{audit.get('of')} answers {same} the reference"
     return said
