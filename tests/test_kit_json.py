@@ -24,8 +24,11 @@ import httpx
 import jsonschema
 import pytest
 
+from conftest import cli
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "examples" / "targets" / "smollm2-json-cpu"
+CHAT_KIT = REPO / "examples" / "targets" / "smollm2-chat-cpu"
 TRAJECTORY = REPO / "examples" / "trajectories" / "smollm2-json-cpu"
 MODEL = TARGET / "artifacts" / "model"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -141,3 +144,21 @@ def test_each_trajectory_attempt_meets_the_gate_outcome_it_claims(tmp_path: Path
         assert code == 0 and report["passed"], (name, report)
         # Each forward chooses one token and every accepted proposal is one more: tokens = forwards + accepted.
         assert 0 < stats["accepted"] <= stats["proposed"], stats
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@needs_model
+def test_validate_passes_on_a_fresh_copy(tmp_path: Path) -> None:
+    """``vibeserve validate`` on the kit as a fresh clone has it (no artifacts, not even smollm2-chat-cpu's
+    conversion), under the default sandbox: [setup] builds the checkpoint, the reference answers, and the
+    seed passes the checker, the probes and the benchmark with its output audit."""
+    targets = tmp_path / "targets"
+    for kit in (TARGET, CHAT_KIT):
+        shutil.copytree(kit, targets / kit.name, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
+    done = cli("validate", str(targets / TARGET.name), timeout=5400)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+    for step in ("setup", "reference", "accuracy", "probes", "benchmark"):
+        assert f"ok  {step}:" in out, out[-6000:]
+    assert "answers equal the reference" in out and "is a valid target" in out, out[-6000:]

@@ -37,7 +37,7 @@ REQUESTS = TARGET_DIR / "checks" / "requests.jsonl"
 CASES = ["person", "weather", "user-email", "shopping", "server", "optional-phone", "nested-company",
          "matrix", "invoice", "uuid-record"]
 EXTRA = [
-    {"id": "any-json", "messages": [{"role": "user", "content": "Describe a cat as a JSON object."}],
+    {"id": "any-json", "messages": [{"role": "user", "content": "Describe a cat as a JSON object with two keys: name and age."}],
      "max_tokens": 48, "response_format": {"type": "json_object"}},
     {"id": "plain-chat", "messages": [{"role": "user", "content": "What is JSON? One sentence."}], "max_tokens": 24},
 ]

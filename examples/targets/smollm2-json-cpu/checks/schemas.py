@@ -124,7 +124,7 @@ SCHEMAS: list[tuple[str, str, dict]] = [
      obj({"activity": enum("running", "cycling", "swimming", "walking"), "minutes": bounded("integer", 1, 600),
           "calories": bounded("integer", 0, 5000)})),
     ("website", "A JSON bookmark for https://www.python.org titled Python.",
-     obj({"title": text(40), "url": {"type": "string", "format": "uri"}})),
+     obj({"title": text(40), "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9./_-]{3,40}$"}})),
     ("nested-course", "A JSON course: Biology 101, taught by Dr. Lee, with two topics.",
      obj({"course": text(30), "teacher": obj({"name": text(30), "title": enum("Dr.", "Prof.", "Mr.", "Ms.")}),
           "topics": items(text(20), 1, 3)})),
