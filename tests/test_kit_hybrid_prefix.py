@@ -13,17 +13,14 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+import kit_server
 from conftest import cli
 from vibeserve.bench.workload import WORDS
 
@@ -51,38 +48,8 @@ def small_cases(path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(tree: Path, model: Path) -> Iterator[str]:
-    """Start a deliverable as the framework does, wait for /health, stop it with SIGTERM at the end."""
-    port = free_port()
-    log_path = tree / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--model", str(model)],
-                                cwd=tree, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, "server not ready within 120 s"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield url
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def serving(tree: Path, model: Path) -> contextlib.AbstractContextManager[str]:
+    return kit_server.serving(tree, model, ENV)
 
 
 def accuracy(url: str, model: Path, cases: Path, report: Path) -> tuple[int, dict]:

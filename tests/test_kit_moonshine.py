@@ -11,20 +11,16 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import wave
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+import kit_server
 from conftest import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,38 +137,8 @@ def test_gpu_variant_shares_the_kit_validates_offline_and_names_the_missing_weig
 
 
 # -- the trajectory, replayed with the kit's own checker and probe command ------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(tree: Path, model: Path) -> Iterator[str]:
-    """Start a deliverable as the framework does, wait for /health, stop it with SIGTERM at the end."""
-    port = free_port()
-    log_path = tree / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--model", str(model)],
-                                cwd=tree, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, "server not ready within 120 s"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield url
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def serving(tree: Path, model: Path) -> contextlib.AbstractContextManager[str]:
+    return kit_server.serving(tree, model, ENV)
 
 
 def gates(url: str, model: Path, audio: Path, cases: Path, tmp: Path, name: str) -> tuple[int, dict, int]:
