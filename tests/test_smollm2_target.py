@@ -206,7 +206,9 @@ def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path)
     candidate, each on top of the one before; rounds 3 and 4 on the round before): the response cache
     passes the checker but answers a repeated prompt with another max_tokens wrongly (what the probe gate
     sends); bf16 fails the checker; round 2's fp32 server passes it, and so does the last round's (batched
-    prefill: the concurrent pass sends the prompts together), which also uses no CPU while idle."""
+    prefill, the packed decode GEMM and rows retired in place: the concurrent pass sends six prompts
+    together, more than the rows the plain kernel keeps, and they end at different steps), which also uses
+    no CPU while idle."""
     tree = copy_seed(tmp_path / "seed")
     apply_patch(tree, "01-dynamic-batching.patch")
     apply_patch(tree, "02a-response-cache.patch")
@@ -230,8 +232,8 @@ def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(report.read_text())["passed"]
 
-    apply_patch(tree, "03-threads-that-yield.patch")
-    apply_patch(tree, "04-batched-prefill.patch")
+    for name in ("03-threads-that-yield", "04-batched-prefill", "05-packed-decode-gemm", "06-retire-rows-in-place"):
+        apply_patch(tree, f"{name}.patch")
     report, started = tmp_path / "last.json", []
     with serving(tree, started) as url:
         done = run_script("checks/accuracy.py", "--url", url, "--model", model_dir, "--report", report, *SUBSET,
