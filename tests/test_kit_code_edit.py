@@ -8,23 +8,19 @@ checkpoint is shared with smollm2-chat-cpu and cached in the kits' git-ignored `
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+import kit_server
 from conftest import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,32 +157,8 @@ def test_round_three_follows_an_edit_and_stops_proposing_a_wrong_prediction(tmp_
     assert misled["accepted"] == 0 and 0 < misled["proposed"] <= 60, misled
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(tree: Path) -> Iterator[str]:
-    port, log = free_port(), (tree / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--model", str(MODEL)], cwd=tree,
-                            env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, (tree / "server.log").read_text()
-            assert time.monotonic() < deadline, "server not ready within 300 s"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
+def serving(tree: Path):
+    return kit_server.serving(tree, MODEL, ENV)
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,11 @@ the kit's git-ignored ``artifacts/model`` and reused by later runs.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+import kit_server
 
 # find_spec, not import: the package's __init__ needs llm and llama_cpp, which are deliberately absent.
 pytestmark = [
@@ -59,54 +58,14 @@ def run_script(*argv: str | Path, timeout: float = 900) -> subprocess.CompletedP
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def copy_seed(dest: Path) -> Path:
     shutil.copytree(TARGET / "seed", dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 
-@contextlib.contextmanager
-def serving(deliverable: Path, started: list[subprocess.Popen] | None = None) -> Iterator[str]:
-    """Start a deliverable like the framework does, wait for /health, and stop it (SIGTERM) at the end.
-    ``started``, if given, receives the server's process."""
-    port = free_port()
-    log_path = deliverable / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port), "--model", str(MODEL)],
-            cwd=deliverable,
-            env=ENV,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        if started is not None:
-            started.append(proc)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()}"
-                assert time.monotonic() < deadline, "server not ready within 120 s"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield url
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise AssertionError("server ignored SIGTERM") from None
-            assert code == 0, f"server exited with {code} on SIGTERM"
+def serving(deliverable: Path, started: list[subprocess.Popen] | None = None):
+    """The deliverable started like the framework does; it must stop cleanly on SIGTERM."""
+    return kit_server.serving(deliverable, MODEL, ENV, started=started, clean_exit=True)
 
 
 @pytest.fixture(scope="module")

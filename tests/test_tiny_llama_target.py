@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+import kit_server
 
 pytestmark = pytest.mark.slow
 
@@ -38,56 +36,14 @@ def run_script(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedP
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def copy_seed(dest: Path) -> Path:
     shutil.copytree(TARGET / "seed", dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 
-@contextlib.contextmanager
-def serving(deliverable: Path, model: Path) -> Iterator[str]:
-    """Start a deliverable like the framework does, wait for /health, and stop it (SIGTERM) at the end."""
-    port = free_port()
-    log = (deliverable / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", str(port), "--model", str(model)],
-        cwd=deliverable,
-        env=ENV,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (
-                f"server exited with {proc.returncode}:\n{(deliverable / 'server.log').read_text()}"
-            )
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise AssertionError("server ignored SIGTERM") from None
-        finally:
-            log.close()
-        with pytest.raises(ProcessLookupError):  # nothing of its process group is left
-            os.killpg(proc.pid, 0)
-        assert code == 0, f"server exited with {code} on SIGTERM"
+def serving(deliverable: Path, model: Path):
+    """The deliverable started like the framework does; it must stop cleanly on SIGTERM."""
+    return kit_server.serving(deliverable, model, ENV, clean_exit=True)
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +142,7 @@ def test_accuracy_reports_an_unreachable_server_as_error(model_dir, tmp_path):
     done = run_script(
         "checks/accuracy.py",
         "--url",
-        f"http://127.0.0.1:{free_port()}",
+        f"http://127.0.0.1:{kit_server.free_port()}",
         "--model",
         model_dir,
         "--report",
