@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,37 @@ def test_samplers_never_repeat_a_setting_and_stop_when_the_space_is_used_up() ->
         seen.append(json.dumps(v, sort_keys=True))
         tpe.tell(float(v["a"]) if v["b"] == "x" else None)
     assert sorted(seen) == sorted(json.dumps(g, sort_keys=True) for g in all_settings(params))
+
+
+def test_pause_stops_a_control_arm_after_its_trial_in_flight_and_steer_is_refused(tmp_path: Path) -> None:
+    """`vibeserve pause` from another process while the control arm runs: the trial in flight is recorded,
+    no further trial starts, and the run ends (a control arm does not resume); `steer` has no brief to reach."""
+    root, runs = _toy(tmp_path), tmp_path / "runs"
+    toml = root / "target.toml"  # a space far larger than the trials run before the pause arrives
+    toml.write_text(toml.read_text().replace("choices = [0.5, 2.0]", f"choices = {[0.5 + i for i in range(40)]}"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vibeserve", "baseline", str(root), "--budget-h", "1", "--runs-dir",
+                             str(runs), "--run-id", "b4", "--sandbox", "none", "--no-report"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((runs / "b4" / "run.db").is_file() and _rows(runs / "b4", "SELECT COUNT(*) FROM rounds")[0][0] >= 3):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the control arm recorded no trial within 120 s"
+            time.sleep(0.1)
+        steer = cli("steer", "b4", "try more", "--runs-dir", str(runs))
+        assert steer.returncode != 0 and "control arm" in steer.stderr and "Traceback" not in steer.stderr
+        pause = cli("pause", "b4", "--runs-dir", str(runs), check=True)
+        assert "control arm b4 ends once its trial in flight is recorded" in pause.stdout
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped at the user's request" in out
+    (status, reason), = _rows(runs / "b4", "SELECT status, stop_reason FROM run")
+    assert status == "finished" and "vibeserve pause" in reason
+    rounds = _rows(runs / "b4", "SELECT COUNT(*) FROM rounds")[0][0]
+    assert 3 <= rounds < 2 + 80  # the seed runs and some trials, not the whole space
+    assert _rows(runs / "b4", "SELECT kind, round FROM steering") == [("pause", rounds - 1)]

@@ -66,9 +66,13 @@ def pause(
 ) -> None:
     """Ask the process running RUN_ID to stop between rounds: the rounds in flight finish, the run is marked
     paused and its process exits 0; `vibeserve resume RUN_ID` goes on."""
-    from vibeserve.store.steering import request_pause
+    from vibeserve.store.steering import CONTROL_ARM, request_pause
 
-    request_pause(run_dir_of(runs_dir, run_id))
+    _, policy = request_pause(run_dir_of(runs_dir, run_id))
+    if policy == CONTROL_ARM:
+        console.print(f"stop requested: control arm {run_id} ends once its trial in flight is recorded (a control "
+                      "arm does not resume; start another with `vibeserve baseline`)", markup=False)
+        return
     console.print(f"pause requested: {run_id} stops once its rounds in flight are recorded; continue it with "
                   f"`vibeserve resume {run_id}`", markup=False)
 

@@ -30,7 +30,7 @@ from vibeserve.loop.search import make_sampler
 from vibeserve.loop.setup import ensure_artifacts
 from vibeserve.process import clean_env, stop_children
 from vibeserve.sandbox import Sandbox, SandboxMode
-from vibeserve.store import RunStore
+from vibeserve.store import RunStore, steering
 from vibeserve.store.lock import RunLock
 from vibeserve.target.manifest import build_manifest
 from vibeserve.target.search_space import Engine, Value, with_values
@@ -38,7 +38,7 @@ from vibeserve.target.spec import Deliverable, Target, load_target
 from vibeserve.types import GateName, GateVerdict, RoundResult, RoundStatus, Task
 from vibeserve.workspace import Workspace
 
-POLICY = "baseline"
+POLICY = steering.CONTROL_ARM
 TRIAL_FILE = "baseline-trial.json"
 
 
@@ -150,6 +150,9 @@ class BaselineRun:
         while True:
             if n > 0 and time.monotonic() - started > budget_s:
                 return f"wall-clock budget reached ({self.config['baseline']['budget_h']:g} h)"
+            if n > 0 and steering.pause_requested(self.store) is not None:
+                steering.mark_paused(self.store, n - 1)
+                return "stopped at the user's request (`vibeserve pause`; a control arm does not resume)"
             if n < seed_runs:
                 self._seed_run(n, seed, seed_runs)
             else:

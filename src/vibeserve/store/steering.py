@@ -66,6 +66,8 @@ class Steering:
                 return "waiting for the rounds in flight to finish"
             return "lapsed: the run stopped another way" if self.round is None else f"paused after round {self.round}"
         return "waiting for the next round" if self.pending else f"in round {self.round}'s brief"
+CONTROL_ARM = "baseline"  # the policy name of a `vibeserve baseline` run
+
 
 
 def entries(store: RunStore) -> list[Steering]:
@@ -144,7 +146,11 @@ def add_instruction(run_dir: Path, text: str) -> tuple[Steering, str]:
                             "every prompt of the round)")
     store = _open(run_dir)
     try:
-        status = store.run()["status"]
+        run = store.run()
+        status = run["status"]
+        if run["policy"] == CONTROL_ARM:
+            raise SteeringError(f"run {run_dir.name} is a control arm (vibeserve baseline): no agent reads a brief "
+                                "there, so there is nothing to steer (nothing was recorded)")
         if status in ("finished", "failed"):
             raise SteeringError(f"run {run_dir.name} is {status}, so it has no next round to steer; start a new "
                                 "run (nothing was recorded)")
@@ -153,16 +159,18 @@ def add_instruction(run_dir: Path, text: str) -> tuple[Steering, str]:
         store.close()
 
 
-def request_pause(run_dir: Path) -> Steering:
-    """Ask the process running the run to stop after the rounds in flight; refused when nothing runs it."""
+def request_pause(run_dir: Path) -> tuple[Steering, str]:
+    """Ask the process running the run to stop after the rounds in flight; refused when nothing runs it.
+    Returns the request and the run's policy (a control arm stops for good: it does not resume)."""
     store = _open(run_dir)
     try:
-        status = store.run()["status"]
+        run = store.run()
+        status = run["status"]
         if status in ("finished", "failed"):
             raise SteeringError(f"run {run_dir.name} is {status}; there is nothing to pause")
         if owner(run_dir) is None:
             raise SteeringError(f"run {run_dir.name} is not running (it is {status}): there is nothing to pause; "
                                 f"continue it with `vibeserve resume {run_dir.name}`")
-        return _add(store, PAUSE, "")
+        return _add(store, PAUSE, ""), run["policy"]
     finally:
         store.close()
