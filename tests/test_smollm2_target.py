@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,3 +205,26 @@ def test_demo_trajectory_patches_apply_and_the_gates_decide(model_dir, tmp_path)
         idle = cpu_s(started[0].pid) - before
     assert json.loads(report.read_text())["passed"]
     assert idle <= 0.1, f"the server used {idle:.2f} s of CPU in 3 s with no requests"
+
+
+def test_checker_accepts_an_unfinished_last_character_withheld_and_nothing_else(model_dir):
+    """An answer cut at max_tokens inside a character: the reference's text ends in U+FFFD; a server may send
+    it or withhold those bytes (as stock engines do when streaming). Any other difference still fails."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("smollm2_accuracy", TARGET / "checks" / "accuracy.py")
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    ref = types.SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(model_dir))
+    case = {"id": "h-unicode", "kind": "chat", "max_tokens": 32}
+    cut = {"text": "おはよう \U0001f31e"[:-1] + "\ufffd", "finish_reason": "length", "token_ids": [], "min_logit_margin": 1.0}
+
+    def status(expected: dict, got: str, finish: str) -> str:
+        return checker.compare(ref, case, expected, "concurrent", True, (got, finish))["status"]
+
+    assert status(cut, cut["text"], "length") == "ok"
+    assert status(cut, "おはよう ", "length") == "ok-withheld"
+    assert status(cut, "おはよう", "length") == "mismatch"  # a whole character (the space) is missing
+    assert status(cut, "おはよう ", "stop") == "mismatch"
+    stopped = {**cut, "finish_reason": "stop"}  # not cut: the U+FFFD is the model's own text
+    assert status(stopped, "おはよう ", "stop") == "mismatch"
