@@ -10,6 +10,7 @@ import pytest
 from vibeserve.errors import TargetError
 from vibeserve.gates.probes import (
     ReferenceFailed,
+    ask,
     audit_responses,
     compare,
     make_probes,
@@ -219,3 +220,47 @@ def test_a_probe_requests_file_is_checked_when_the_target_loads(target) -> None:
         load_target(target.root)
     write_rows(target.root / "probes.jsonl", ROWS)
     assert load_target(target.root).spec.probes.requests == "probes.jsonl"
+
+
+def test_a_stream_ends_at_done_or_after_a_finish_reason_and_is_cut_short_otherwise() -> None:
+    """The probes read a streamed answer as the load generator does: complete at data: [DONE], or when it
+    closes cleanly after a chunk with a finish_reason (as `transformers serve` ends); else it was cut short."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    def chunk(text: str, finish: str | None = None) -> bytes:
+        obj = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+        return f"data: {json.dumps(obj)}\n\n".encode()
+
+    endings = {"/done": chunk("a") + chunk("b", "length") + b"data: [DONE]\n\n",
+               "/finish": chunk("a") + chunk("b", "length"),
+               "/cut": chunk("a") + chunk("b")}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = endings[self.path.split("/v1/")[0]]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    request = {"kind": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    try:
+        with httpx.Client() as client:
+            assert ask(client, base + "/done", "m", request, stream=True, timeout=10) == "ab"
+            assert ask(client, base + "/finish", "m", request, stream=True, timeout=10) == "ab"
+            with pytest.raises(ValueError, match=r"without data: \[DONE\] or a finish_reason"):
+                ask(client, base + "/cut", "m", request, stream=True, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -260,7 +260,10 @@ def ask(client: Any, url: str, model: str, request: dict[str, Any], stream: bool
         if r.status_code != 200:
             raise ValueError(f"HTTP {r.status_code}: {r.text[:200]}")
         return _text_of(r.json(), chat, stream=False)
-    parts, done = [], False
+    # A stream is complete at data: [DONE], or when it closes cleanly after a chunk that carried a
+    # finish_reason (`transformers serve` ends that way; the load generator accepts it too). One that
+    # stops before either was cut short.
+    parts, done, finished = [], False, False
     with client.stream("POST", url + path, json=body, timeout=timeout) as r:
         if r.status_code != 200:
             raise ValueError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
@@ -271,9 +274,11 @@ def ask(client: Any, url: str, model: str, request: dict[str, Any], stream: bool
             if data == "[DONE]":
                 done = True
                 break
-            parts.append(_text_of(json.loads(data), chat, stream=True))
-    if not done:
-        raise ValueError("the stream ended without data: [DONE]")
+            obj = json.loads(data)
+            parts.append(_text_of(obj, chat, stream=True))
+            finished = finished or obj["choices"][0].get("finish_reason") is not None
+    if not (done or finished):
+        raise ValueError("the stream ended without data: [DONE] or a finish_reason")
     return "".join(parts)
 
 
