@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -92,9 +93,8 @@ def workload(model: Path, load: dict) -> dict:
     """Prompt tokens per request (chat template applied), the shared prefix a block cache can reuse,
     and the arrival times, for one of the loads above."""
     config = BenchConfig(url="http://127.0.0.1:1", endpoint="chat", nonce=True, seed=0, tokenizer=model, **load)
-    counter = load_token_counter(model)
-    specs = build_requests(config, counter)
-    tok = counter._tok
+    specs = build_requests(config, load_token_counter(model))
+    tok = AutoTokenizer.from_pretrained(model)
     # As the servers here encode a chat: the template rendered, then tokenized (its special tokens literal).
     texts = [tok.apply_chat_template(s.messages, add_generation_prompt=True, tokenize=False) for s in specs]
     ids = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1:
+        parser.error("--threads and --repeats must be at least 1")
     if not (args.model / "config.json").is_file():
         parser.error(f"{args.model}: no config.json; run the kit's set-up (vibeserve validate {KIT}) first")
     cfg = json.loads((args.model / "config.json").read_text())
@@ -150,12 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         packed = sum(cap["prompt_tokens"]) - (len(cap["prompt_tokens"]) - 1) * cap["shared_prefix"]
         run, macs = model_pass(cfg, packed, len(cap["prompt_tokens"]))
         prefill_s = timed(run, max(3, args.repeats // 4))
-        steps = {}
-        for b in (1, KIT_LOAD["num_requests"]):
-            run_b, macs_b = model_pass(cfg, b, b)
-            steps[b] = (timed(run_b, args.repeats), macs_b)
+        steps = {b: timed(model_pass(cfg, b, b)[0], args.repeats) for b in (1, KIT_LOAD["num_requests"])}
     per_token = prefill_s / packed
-    step16, step1 = steps[KIT_LOAD["num_requests"]][0], steps[1][0]
+    step16, step1 = steps[KIT_LOAD["num_requests"]], steps[1]
     weights_mb = (sum(i * o for i, o in projections(cfg)) * cfg["num_hidden_layers"]
                   + cfg["vocab_size"] * cfg["hidden_size"]) * 4 / 2**20
     result = {
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "prefill_tokens_timed": packed,
         "prefill_ms_per_token": round(per_token * 1e3, 3),
         "weights_mb": round(weights_mb),
-        "decode_step_floor_ms": {str(b): round(s * 1e3, 2) for b, (s, _) in steps.items()},
+        "decode_step_floor_ms": {str(b): round(s * 1e3, 2) for b, s in steps.items()},
         "decode_step_gb_s": round(weights_mb / 1024 / step16, 1),
         "kit_load": bound(kit, KIT_LOAD["output_len"], per_token, step16, step1),
         "capacity": bound(cap, CAPACITY["output_len"], per_token, step16, step1),

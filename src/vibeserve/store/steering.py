@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS steering (
 """
 INSTRUCTION, PAUSE = "instruction", "pause"
 MAX_CHARS = 4000
+CONTROL_ARM = "baseline"  # the policy of a `vibeserve baseline` run: no brief to steer, and it does not resume
 HEADING = "Instructions from the user for this round (`vibeserve steer`); follow them:"
 
 
@@ -66,8 +67,6 @@ class Steering:
                 return "waiting for the rounds in flight to finish"
             return "lapsed: the run stopped another way" if self.round is None else f"paused after round {self.round}"
         return "waiting for the next round" if self.pending else f"in round {self.round}'s brief"
-CONTROL_ARM = "baseline"  # the policy name of a `vibeserve baseline` run
-
 
 
 def entries(store: RunStore) -> list[Steering]:
