@@ -141,6 +141,20 @@ def test_by_default_every_answer_of_one_repeat_is_audited(target, tmp_path: Path
     assert len(picks) > 1  # the repeat is drawn from the seed, not always the first
 
 
+def test_audit_of_another_protocol_asks_the_reference_what_the_benchmark_recorded(target, tmp_path: Path) -> None:
+    # A benchmark that speaks no OpenAI protocol (a speech stream, say) records each request in the
+    # reference's own input format; the audit hands it over as it is, with an id, and compares the answer.
+    asked = [{"prompt": f"stream {i}", "max_tokens": 8, "channel": i} for i in range(6)]
+    rows = [{"reference_request": req, "text": req["prompt"].upper(), "ok": True} for req in asked]
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=3, count=None)
+    assert result["passed"] and result["checked"] == 6, result
+    rows[4]["text"] = "STREAM 4 AND MORE"
+    write_rows(tmp_path / "bench0.responses.jsonl", rows)
+    result = audit_responses(target, tmp_path, tmp_path / "cache", seed=3, count=None)
+    assert not result["passed"] and "1 of 6 differ" in result["reason"]
+
+
 def test_an_audit_with_nothing_comparable_fails(target, tmp_path: Path) -> None:
     write_rows(tmp_path / "bench0.responses.jsonl", [{"ignore_eos": True, "prompt": "x", "max_tokens": 4,
                                                       "text": "y", "ok": True}])

@@ -331,6 +331,10 @@ def audits(target: Target) -> bool:
 def _as_request(row: dict[str, Any], i: int) -> dict[str, Any] | None:
     if row.get("ignore_eos"):
         return None  # the reference stops at end-of-sequence; such answers cannot be compared
+    if isinstance(row.get("reference_request"), dict):
+        # a benchmark of another protocol (a speech stream, ...) says what the reference is to be asked in
+        # the reference's own input format; the benchmark command is the target's, never the candidate's
+        return {**row["reference_request"], "id": f"audit-{i}"}
     extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
     extra = {k: v for k, v in extra.items() if k not in REQUEST_FIELDS}
     if row.get("kind") == "image" and isinstance(row.get("prompt"), str):
@@ -382,7 +386,7 @@ def audit_responses(target: Target, log_dir: Path, cache_dir: Path, seed: int, c
     if not usable:
         return {"passed": False, "checked": 0, "repeat": files[pick].name,
                 "reason": f"output audit: none of the {len(rows)} answers of {files[pick].name} could be compared "
-                          "with the reference (no prompt or messages recorded, or ignore_eos)"}
+                          "with the reference (no prompt, messages or reference_request recorded, or ignore_eos)"}
     picked = usable if count is None else rng.sample(usable, min(count, len(usable)))
     requests = [req for _, req in picked]
     expected = reference_outputs(target, requests, cache_dir, log_dir)

@@ -1,11 +1,15 @@
 """The benchmark: `vibeserve.bench.audio` (several streams on a fixed clock), then an audit of every answer.
 
-    python checks/bench.py --model DIR --out report.json -- [vibeserve.bench.audio flags: --url ... --audio ...]
+    python checks/bench.py --model DIR --out report.json [--responses FILE] -- [vibeserve.bench.audio flags]
 
 After the load has finished, every chunk's partial transcript is recomputed with the reference, on the exact
 audio sent (each stream's nonce dither included), and compared token for token. A chunk that differs counts as
-failed (``failed`` above 0 fails the benchmark gate) and the report's ``audit`` says which. The audit is part
-of this command because the framework's own output audit speaks the OpenAI protocol only.
+failed (``failed`` above 0 fails the benchmark gate) and the report's ``audit`` says which.
+
+``--responses`` writes one JSON line per stream for the framework's own output audit: the stream as a request
+in the reference's input format (``reference_request``: clip, chunk size, chunks, ``max_tokens``, nonce) and
+its partial transcripts as the reference writes them (``partials``, ``text``), so the framework recomputes a
+sample of the streams of one timed repeat itself, after the server has stopped.
 """
 
 from __future__ import annotations
@@ -50,15 +54,38 @@ def audit(model, rows: list[dict]) -> dict:
     return {"checked": checked, "mismatched": len(bad), "first": bad[:3]}
 
 
+def stream_rows(rows: list[dict]) -> list[dict]:
+    """One row per stream in the framework's audit format: the reference request that reproduces the stream
+    (its first ``chunks`` whole chunks, with its dither) and what the server answered after each chunk."""
+    by_stream: dict[int, list[dict]] = {}
+    for row in rows:
+        by_stream.setdefault(row["stream"], []).append(row)
+    out = []
+    for stream, chunks in sorted(by_stream.items()):
+        chunks.sort(key=lambda r: r["seq"])
+        first = chunks[0]
+        partials = [c["tokens"] for c in chunks]
+        failed = [c for c in chunks if not c["ok"]]
+        out.append({
+            "stream": stream,
+            "reference_request": {"clip": first["clip"], "chunk_ms": first["chunk_ms"], "chunks": len(chunks),
+                                  "max_tokens": first["max_tokens"], "nonce": first["nonce"]},
+            "partials": partials, "text": " | ".join(" ".join(map(str, p)) for p in partials),
+            "ok": not failed, "error": failed[0]["error"] if failed else None,
+        })
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        print("usage: bench.py --model DIR --out REPORT -- [vibeserve.bench.audio flags]", file=sys.stderr)
+        print("usage: bench.py --model DIR --out REPORT [--responses FILE] -- [vibeserve.bench.audio flags]", file=sys.stderr)
         return 2
     own, rest = argv[: argv.index("--")], argv[argv.index("--") + 1:]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--responses", type=Path, help="one JSON line per stream, for the framework's audit")
     args = parser.parse_args(own)
     bench_args = parse_args(rest)
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench.py: {e}", file=sys.stderr)
             return 2
         rows = [json.loads(x) for x in saved.read_text().splitlines() if x.strip()]
+    if args.responses is not None:
+        args.responses.write_text("".join(json.dumps(r) + "\n" for r in stream_rows(rows)))
     report["audit"] = audit(load_model(args.model), rows)
     report["failed"] += report["audit"]["mismatched"]
     if report["audit"]["mismatched"]:
