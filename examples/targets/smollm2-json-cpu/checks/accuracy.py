@@ -76,8 +76,22 @@ def schema_problem(case: dict, text: str) -> str | None:
     return None if error is None else f"does not validate: {error.message}"
 
 
+MODEL_NAME = "smollm2-135m-instruct"  # asked for when the server does not list its model
+_SERVED: dict[str, str] = {}
+
+
+def served_model(client: httpx.Client, url: str) -> str:
+    """The model id the server lists first at /v1/models (a stock engine accepts only its own name)."""
+    if url not in _SERVED:
+        try:
+            _SERVED[url] = str(client.get(url + "/v1/models").json()["data"][0]["id"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            _SERVED[url] = MODEL_NAME
+    return _SERVED[url]
+
+
 def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, str | None]:
-    body = {"model": "smollm2-135m-instruct", "messages": case["messages"], "max_tokens": case["max_tokens"],
+    body = {"model": served_model(client, url), "messages": case["messages"], "max_tokens": case["max_tokens"],
             "temperature": 0, "stream": stream}
     if "response_format" in case:
         body["response_format"] = case["response_format"]
