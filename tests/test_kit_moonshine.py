@@ -118,6 +118,40 @@ def test_reference_gives_a_partial_transcript_after_every_chunk(model_dir, audio
     assert all(a != b for a, b in zip(first, first[1:], strict=False)), first
 
 
+@needs_audio
+def test_benchmark_streams_reach_the_frameworks_audit_as_reference_requests(model_dir, audio_dir, tmp_path):
+    # checks/bench.py writes each stream as a request in the reference's own format: the reference, given
+    # those requests, writes exactly the rows' texts when the answers were right (a nonce dither included).
+    sys.path.insert(0, str(KIT / "checks"))
+    try:
+        from bench import stream_rows
+    finally:
+        sys.path.remove(str(KIT / "checks"))
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text(json.dumps({"id": "s", "clip": "clip-01.wav", "chunk_ms": 320, "chunks": 3, "max_tokens": 4,
+                                  "nonce": 11}) + "\n")
+    want = tmp_path / "want.jsonl"
+    done = run(["reference/generate.py", "--model", str(model_dir), "--audio", str(audio_dir), "--in", str(sample),
+                "--out", str(want)])
+    assert done.returncode == 0, done.stderr
+    partials = json.loads(want.read_text())["partials"]
+    chunk_rows = [{"stream": 0, "clip": str(audio_dir / "clip-01.wav"), "nonce": 11, "chunk_ms": 320, "seq": k,
+                   "samples": 5120 * (k + 1), "max_tokens": 4, "tokens": partials[k], "ok": True, "error": None}
+                  for k in (2, 0, 1)]  # in any order: the rows are sorted by seq
+    (row,) = stream_rows(chunk_rows)
+    assert row["ok"] and row["partials"] == partials
+    asked = tmp_path / "asked.jsonl"
+    asked.write_text(json.dumps({**row["reference_request"], "id": "audit-0"}) + "\n")
+    again = tmp_path / "again.jsonl"
+    done = run(["reference/generate.py", "--model", str(model_dir), "--audio", str(audio_dir), "--in", str(asked),
+                "--out", str(again)])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(again.read_text())["text"] == row["text"]
+    chunk_rows[1] = {**chunk_rows[1], "ok": False, "error": "timeout"}
+    (failed,) = stream_rows(chunk_rows)
+    assert not failed["ok"] and failed["error"] == "timeout"
+
+
 def test_gpu_variant_shares_the_kit_validates_offline_and_names_the_missing_weights(tmp_path):
     # No file of the CPU kit is copied: the GPU variant reaches its reference, checks and benchmark through
     # [artifacts].kit.
@@ -163,7 +197,8 @@ def apply_patch(tree: Path, name: str) -> None:
 def test_trajectory_attempts_meet_their_gate_outcomes(model_dir, audio_dir, tmp_path):
     """Each patch on the tree its round starts from: the seed passes; 01a (every computed encoder frame kept,
     as if the windows only looked back) fails the checker from the second chunk on, never on the first; 01b
-    (each layer's lookahead recomputed) passes the checker and the probes; 02 (batched) passes both."""
+    (each layer's lookahead recomputed) passes the checker and the probes; 02 (batched) and 03 (no Nagle) pass
+    both."""
     cases = tmp_path / "cases.jsonl"
     all_cases = [json.loads(x) for x in (KIT / "checks" / "cases.jsonl").read_text().splitlines()]
     cases.write_text("".join(json.dumps(c) + "\n" for c in all_cases if c["id"] in ("clock-320", "uneven",
@@ -191,13 +226,19 @@ def test_trajectory_attempts_meet_their_gate_outcomes(model_dir, audio_dir, tmp_
         code, report, probe = gates(url, model_dir, audio_dir, cases, tmp_path, "02")
     assert code == 0 and report["passed"] and probe == 0, report
 
+    apply_patch(tree, "03-no-nagle.patch")
+    with serving(tree, model_dir) as url:
+        code, report, probe = gates(url, model_dir, audio_dir, cases, tmp_path, "03")
+    assert code == 0 and report["passed"] and probe == 0, report
+
 
 @pytest.mark.long
 @needs_audio
 def test_the_trajectory_runs_through_the_loop(model_dir, audio_dir, tmp_path):
     """`vibeserve run` with the scripted trajectory, every gate real (the sandbox off: the artifacts are under
-    /tmp): round 1's first attempt fails the accuracy gate, its second and round 2 pass every gate, and every
-    benchmark answer equals the reference (the kit's own audit)."""
+    /tmp): round 1's first attempt fails the accuracy gate, its second and rounds 2 and 3 pass every gate, and
+    every benchmark answer equals the reference (the kit's own audit of every chunk, and the framework's of
+    the streams of one timed repeat)."""
     kit = tmp_path / KIT.name
     shutil.copytree(KIT, kit, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
     (kit / "artifacts").mkdir()
@@ -205,16 +246,19 @@ def test_the_trajectory_runs_through_the_loop(model_dir, audio_dir, tmp_path):
     (kit / "artifacts" / "audio").symlink_to(audio_dir)
     runs = tmp_path / "runs"
     out = cli("run", str(kit), "--trajectory", str(TRAJECTORY), "--runs-dir", str(runs), "--run-id", "moon",
-              "--rounds", "2", "--sandbox", "none", timeout=3600, check=True)
-    assert "round budget reached (2 rounds)" in out.stdout
+              "--rounds", "3", "--sandbox", "none", timeout=3600, check=True)
+    assert "round budget reached (3 rounds)" in out.stdout
     db = sqlite3.connect(runs / "moon" / "run.db")
     rounds = db.execute("SELECT round, status, metric FROM rounds ORDER BY round").fetchall()
-    assert [r[0] for r in rounds] == [0, 1, 2]
+    assert [r[0] for r in rounds] == [0, 1, 2, 3]
     assert all(status in ("kept", "accepted") for _, status, _ in rounds), rounds
     assert all(metric > 0 for *_, metric in rounds)
     gates = db.execute("SELECT round, attempt, gate, passed FROM gates WHERE round > 0 ORDER BY id").fetchall()
     assert gates == [(1, 1, "accuracy", 0), (1, 2, "accuracy", 1), (1, 2, "probes", 1), (1, 2, "benchmark", 1),
-                     (2, 1, "accuracy", 1), (2, 1, "probes", 1), (2, 1, "benchmark", 1)], gates
+                     (2, 1, "accuracy", 1), (2, 1, "probes", 1), (2, 1, "benchmark", 1),
+                     (3, 1, "accuracy", 1), (3, 1, "probes", 1), (3, 1, "benchmark", 1)], gates
     for (report,) in db.execute("SELECT report FROM gates WHERE gate = 'benchmark'"):
+        audit = json.loads(report)["audit"]
+        assert audit["passed"] and audit["checked"] == audit["of"] == 4, audit  # four streams, each recomputed
         for run_report in json.loads(report)["runs"]:
             assert run_report["audit"]["mismatched"] == 0 and run_report["audit"]["checked"] == 48, run_report
