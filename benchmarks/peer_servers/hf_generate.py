@@ -48,6 +48,11 @@ class Peer:
         text = self.tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
         ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
         extra = {"prompt_lookup_num_tokens": self.prompt_lookup} if self.prompt_lookup else {}
+        if extra and self.processors(body.get("response_format")):
+            # XGrammar's Transformers processor advances its matcher one token per call and asserts so; the
+            # candidates of assisted generation arrive several at a time (an AssertionError on every request)
+            raise ValueError("prompt lookup cannot run with a response_format here: XGrammar's logits processor "
+                             "for Transformers takes one token per step, prompt lookup verifies several")
         with self.lock:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=body.get("max_tokens") or 16,
                                       do_sample=False, eos_token_id=self.eos, pad_token_id=self.eos,
@@ -59,6 +64,10 @@ class Peer:
 
 def handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # a stock server answers without Nagle's delay: the body's write would otherwise wait for the
+        # client's delayed ACK of the headers (up to 40 ms)
+        disable_nagle_algorithm = True
+
         def log_message(self, *args) -> None:
             pass
 

@@ -32,6 +32,10 @@ def main() -> None:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        # a stock server answers without Nagle's delay: the body's write would otherwise wait for the
+        # client's delayed ACK of the headers (up to 40 ms)
+        disable_nagle_algorithm = True
+
         def log_message(self, *a) -> None:
             pass
 
