@@ -89,8 +89,10 @@ def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, 
                     choice = json.loads(data)["choices"][0]
                     parts.append(choice["delta"].get("content") or "")
                     finish = choice.get("finish_reason") or finish
-        if not done:
-            raise ServerError("the stream ended without data: [DONE]")
+        # A stream is complete at data: [DONE], or when it closes cleanly after a chunk that carried a
+        # finish_reason (`transformers serve` ends that way); one that stops before either is cut short.
+        if not done and finish is None:
+            raise ServerError("the stream ended without a finish_reason or data: [DONE]")
         return "".join(parts), finish
     except httpx.HTTPError as e:
         raise ServerError(f"{type(e).__name__}: {e}") from None

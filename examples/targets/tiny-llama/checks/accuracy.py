@@ -139,8 +139,10 @@ def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, 
                 text, chunk_finish = _choice_text(payload, chat, stream=True)
                 parts.append(text)
                 finish = chunk_finish or finish
-        if not done:
-            raise ServerError(f"POST {path} (stream) ended without data: [DONE]")
+        # A stream is complete at data: [DONE], or when it closes cleanly after a chunk that carried a
+        # finish_reason (`transformers serve` ends that way); one that stops before either is cut short.
+        if not done and finish is None:
+            raise ServerError(f"POST {path} (stream) ended without a finish_reason or data: [DONE]")
         return "".join(parts), finish
     except httpx.HTTPError as e:
         raise ServerError(f"POST {path}{' (stream)' if stream else ''}: {type(e).__name__}: {e}") from None
