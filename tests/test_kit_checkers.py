@@ -38,8 +38,9 @@ def test_checker_asks_for_the_model_the_server_lists(kit: str) -> None:
     module, asked = checker(kit), []
     case = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     with httpx.Client(transport=only_its_own_name(asked)) as client:
-        assert module.ask(client, "http://engine", case, stream=False) == ("{}", "stop")
-        module.ask(client, "http://engine", case, stream=False)
+        served = module.served_model(client, "http://engine")
+        assert module.ask(client, "http://engine", case, stream=False, model=served) == ("{}", "stop")
+        module.ask(client, "http://engine", case, stream=False, model=served)
     assert asked == ["/models/its-own-name"] * 2
 
     def unlisted(request: httpx.Request) -> httpx.Response:  # a server without /v1/models gets the kit's name
@@ -48,7 +49,7 @@ def test_checker_asks_for_the_model_the_server_lists(kit: str) -> None:
         asked.append(json.loads(request.content)["model"])
         return httpx.Response(200, json={"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}]})
     with httpx.Client(transport=httpx.MockTransport(unlisted)) as client:
-        module.ask(client, "http://bare", case, stream=False)
+        module.ask(client, "http://bare", case, stream=False, model=module.served_model(client, "http://bare"))
     assert asked[-1] == module.MODEL_NAME == "smollm2-135m-instruct"
 
 

@@ -48,7 +48,8 @@ class Peer:
         text = self.tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
         ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
         extra = {"prompt_lookup_num_tokens": self.prompt_lookup} if self.prompt_lookup else {}
-        if extra and self.processors(body.get("response_format")):
+        processors = self.processors(body.get("response_format"))
+        if extra and processors:
             # XGrammar's Transformers processor advances its matcher one token per call and asserts so; the
             # candidates of assisted generation arrive several at a time (an AssertionError on every request)
             raise ValueError("prompt lookup cannot run with a response_format here: XGrammar's logits processor "
@@ -56,7 +57,7 @@ class Peer:
         with self.lock:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=body.get("max_tokens") or 16,
                                       do_sample=False, eos_token_id=self.eos, pad_token_id=self.eos,
-                                      logits_processor=self.processors(body.get("response_format")), **extra)
+                                      logits_processor=processors, **extra)
         new = out[0, ids.shape[1]:].tolist()
         finish = "stop" if new and new[-1] == self.eos else "length"
         return self.tokenizer.decode(new, skip_special_tokens=True), finish

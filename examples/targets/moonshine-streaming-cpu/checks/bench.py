@@ -34,13 +34,17 @@ from vibeserve.bench.audio import (  # noqa: E402
 )
 
 
-def audit(model, rows: list[dict]) -> dict:
-    by_stream: dict[int, list[dict]] = {}
+def by_stream(rows: list[dict]) -> list[tuple[int, list[dict]]]:
+    """The load generator's per-chunk rows grouped by stream, each stream's chunks in order."""
+    streams: dict[int, list[dict]] = {}
     for row in rows:
-        by_stream.setdefault(row["stream"], []).append(row)
+        streams.setdefault(row["stream"], []).append(row)
+    return [(stream, sorted(chunks, key=lambda r: r["seq"])) for stream, chunks in sorted(streams.items())]
+
+
+def audit(model, rows: list[dict]) -> dict:
     checked, bad = 0, []
-    for stream, chunks in sorted(by_stream.items()):
-        chunks.sort(key=lambda r: r["seq"])
+    for stream, chunks in by_stream(rows):
         total = chunks[-1]["samples"]
         pcm = stream_audio(read_clip(Path(chunks[0]["clip"]))[:total], chunks[0]["nonce"])
         sizes = [c["samples"] - p for c, p in zip(chunks, [0] + [c["samples"] for c in chunks[:-1]], strict=True)]
@@ -57,12 +61,8 @@ def audit(model, rows: list[dict]) -> dict:
 def stream_rows(rows: list[dict]) -> list[dict]:
     """One row per stream in the framework's audit format: the reference request that reproduces the stream
     (its first ``chunks`` whole chunks, with its dither) and what the server answered after each chunk."""
-    by_stream: dict[int, list[dict]] = {}
-    for row in rows:
-        by_stream.setdefault(row["stream"], []).append(row)
     out = []
-    for stream, chunks in sorted(by_stream.items()):
-        chunks.sort(key=lambda r: r["seq"])
+    for stream, chunks in by_stream(rows):
         first = chunks[0]
         partials = [c["tokens"] for c in chunks]
         failed = [c for c in chunks if not c["ok"]]

@@ -53,21 +53,18 @@ def variants(rows: dict[str, dict], only: list[str] | None, cap: int | None = No
 
 
 MODEL_NAME = "smollm2-135m-instruct"  # asked for when the server does not list its model
-_SERVED: dict[str, str] = {}
 
 
 def served_model(client: httpx.Client, url: str) -> str:
     """The model id the server lists first at /v1/models (a stock engine accepts only its own name)."""
-    if url not in _SERVED:
-        try:
-            _SERVED[url] = str(client.get(url + "/v1/models").json()["data"][0]["id"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            _SERVED[url] = MODEL_NAME
-    return _SERVED[url]
+    try:
+        return str(client.get(url + "/v1/models").json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return MODEL_NAME
 
 
-def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, str | None]:
-    body = {"model": served_model(client, url), "messages": case["messages"], "max_tokens": case["max_tokens"],
+def ask(client: httpx.Client, url: str, case: dict, stream: bool, model: str = MODEL_NAME) -> tuple[str, str | None]:
+    body = {"model": model, "messages": case["messages"], "max_tokens": case["max_tokens"],
             "temperature": 0, "stream": stream, **({"prediction": case["prediction"]} if "prediction" in case else {})}
     try:
         if not stream:
@@ -110,6 +107,7 @@ def run(url: str, model: Path, reference: Path, timeout: float, only: list[str] 
     expected: dict[str, dict] = {}  # the reference ignores the prediction: one answer per request
     results = []
     with httpx.Client(timeout=timeout) as client:
+        served = served_model(client, url)
         for stream in (False, True):
             for case in todo:
                 base = case["id"].rsplit(".", 1)[0]
@@ -118,7 +116,7 @@ def run(url: str, model: Path, reference: Path, timeout: float, only: list[str] 
                 want = expected[base]
                 row = {"id": case["id"], "stream": stream, "expected": want["text"]}
                 try:
-                    got, finish = ask(client, url, case, stream)
+                    got, finish = ask(client, url, case, stream, served)
                 except ServerError as e:
                     results.append({**row, "status": "error", "error": str(e)})
                     continue

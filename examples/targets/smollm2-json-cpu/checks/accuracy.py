@@ -77,21 +77,18 @@ def schema_problem(case: dict, text: str) -> str | None:
 
 
 MODEL_NAME = "smollm2-135m-instruct"  # asked for when the server does not list its model
-_SERVED: dict[str, str] = {}
 
 
 def served_model(client: httpx.Client, url: str) -> str:
     """The model id the server lists first at /v1/models (a stock engine accepts only its own name)."""
-    if url not in _SERVED:
-        try:
-            _SERVED[url] = str(client.get(url + "/v1/models").json()["data"][0]["id"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            _SERVED[url] = MODEL_NAME
-    return _SERVED[url]
+    try:
+        return str(client.get(url + "/v1/models").json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return MODEL_NAME
 
 
-def ask(client: httpx.Client, url: str, case: dict, stream: bool) -> tuple[str, str | None]:
-    body = {"model": served_model(client, url), "messages": case["messages"], "max_tokens": case["max_tokens"],
+def ask(client: httpx.Client, url: str, case: dict, stream: bool, model: str = MODEL_NAME) -> tuple[str, str | None]:
+    body = {"model": model, "messages": case["messages"], "max_tokens": case["max_tokens"],
             "temperature": 0, "stream": stream}
     if "response_format" in case:
         body["response_format"] = case["response_format"]
@@ -152,12 +149,13 @@ def run(url: str, model: Path, timeout: float, only: list[str] | None = None) ->
 
     def one(case: dict, stream: bool):
         try:
-            return ask(client, url, case, stream)
+            return ask(client, url, case, stream, served)
         except ServerError as e:
             return e
 
     results = []
     with httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=len(todo) + 1)) as client:
+        served = served_model(client, url)
         for case, exp in zip(todo, expected, strict=True):
             results.append(compare(case, exp, "alone", False, one(case, False)))
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
